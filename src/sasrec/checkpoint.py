@@ -1,0 +1,82 @@
+"""Checkpoints: one ``.safetensors`` file holding weights, optimizer tensors and JSON metadata.
+
+safetensors never unpickles, so loading a stranger's checkpoint cannot run code. Every write goes to a
+temporary file in the same directory and is renamed over the target, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from sasrec.errors import SASRecError
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, Any],
+                    optimizer: torch.optim.Optimizer | None = None,
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write model weights (``model.*``), optimizer state (``optim.*``) and ``meta`` (JSON) atomically."""
+    path = Path(path)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = dict(meta)
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for index, param_state in state["state"].items():
+            for key, value in param_state.items():
+                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
+        meta["optimizer_param_groups"] = state["param_groups"]
+    for key, value in (extra_tensors or {}).items():
+        tensors[f"extra.{key}"] = value.cpu().contiguous()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"meta": json.dumps(meta)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
+                    optimizer: torch.optim.Optimizer | None = None
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Load into ``model``/``optimizer`` (when given); return ``(meta, extra_tensors)``."""
+    path = Path(path)
+    if not path.exists():
+        raise SASRecError(f"checkpoint {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["meta"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+        raise SASRecError(f"checkpoint {path} is not a valid SASRec checkpoint ({exc})") from None
+    if model is not None:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if optimizer is not None:
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
+    extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return meta, extra

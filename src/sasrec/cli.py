@@ -1,0 +1,159 @@
+"""The ``sasrec`` command: argument parsing only; every subcommand calls library functions.
+
+User errors (:class:`sasrec.errors.SASRecError`) print one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from sasrec.config import PRESETS
+from sasrec.errors import SASRecError
+from sasrec.metrics import DEFAULT_KS
+
+
+def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help=f"a preset dataset ({', '.join(PRESETS)}; file looked up in --data-dir) "
+                   "or the path of a SASRec-format file (default: the embedded synthetic dataset)")
+    p.add_argument("--data-dir", help="where preset datasets' files are looked up (default: data)")
+    p.add_argument("--preset", choices=PRESETS, help="hyperparameter preset (default: the dataset's own)")
+    p.add_argument("--config", help="a TOML file of Config values (see sasrec/config.py)")
+    p.add_argument("--maxlen", type=int, help="longest sequence read (paper: 200 ml-1m, 50 others)")
+    p.add_argument("--hidden", type=int, help="embedding size d (paper: 50)")
+    p.add_argument("--num-blocks", type=int, help="self-attention blocks (paper: 2)")
+    p.add_argument("--num-heads", type=int, help="attention heads (paper: 1)")
+    p.add_argument("--dropout", type=float, help="dropout rate (paper: 0.2 ml-1m, 0.5 others)")
+    _bool_flag(p, "norm-first", "pre-LN blocks instead of the reference's arrangement")
+    p.add_argument("--lr", type=float, help="Adam learning rate (paper: 0.001)")
+    p.add_argument("--batch-size", type=int, help="users per batch (paper: 128)")
+    p.add_argument("--epochs", type=int, help="maximum epochs")
+    p.add_argument("--l2-emb", type=float, help="L2 penalty on the item embedding (default 0)")
+    p.add_argument("--loss", help="training loss: bce (paper), ce, sampled-ce, gbce")
+    p.add_argument("--negatives", type=int, help="negatives per position for bce/sampled-ce/gbce (default 1)")
+    p.add_argument("--batching", choices=("random", "shuffle", "bucket"),
+                   help="batch composition: random = the reference's sampler; bucket (default) groups users of "
+                        "similar length so batches carry little padding")
+    p.add_argument("--eval-every", type=int, help="validate every N epochs (default 1)")
+    p.add_argument("--patience", type=int, help="stop after N validations without improvement (0: never)")
+    p.add_argument("--metric", help="validation metric for model selection (default NDCG@10)")
+    p.add_argument("--val-protocol", choices=("sampled", "full"), help="validation protocol (default sampled)")
+    p.add_argument("--seed", type=int, help="random seed (default 42)")
+    p.add_argument("--device", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
+    p.add_argument("--out", help="run directory (default runs/NAME-LOSS-seedS-TIME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    _bool_flag(p, "quiet", "no progress bars or per-epoch lines")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from sasrec.config import resolve
+    from sasrec.train import train
+
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
+    config = resolve(overrides, args.config)
+    train(config, resume=args.resume)
+    return 0
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", help="a run directory written by `sasrec train`")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
+    p.add_argument("--baseline", choices=("pop", "transition"),
+                   help="evaluate a non-neural baseline instead of a run (needs --dataset)")
+    p.add_argument("--dataset", help="dataset for --baseline (preset name or SASRec-format file)")
+    p.add_argument("--data-dir", default="data", help="where preset datasets' files are looked up")
+    p.add_argument("--protocol", choices=("sampled", "full", "both"), default="both")
+    p.add_argument("--split", choices=("test", "valid"), default="test")
+    p.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs (default 1 5 10 20 50)")
+    p.add_argument("--negatives", choices=("uniform", "popularity"), default="uniform",
+                   help="sampled protocol: how negatives are drawn")
+    p.add_argument("--num-negatives", type=int, default=100, help="sampled protocol: negatives per user")
+    p.add_argument("--no-filter-seen", action="store_true", help="full protocol: keep history items as candidates")
+    p.add_argument("--max-users", type=int, help="evaluate a seeded random subset of users (paper: 10000)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the user subset and sampled negatives")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the results JSON here (default: RUN_DIR/eval_SPLIT.json)")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from sasrec.evaluate_cli import evaluate_command
+
+    results = evaluate_command(args)
+    for r in results:
+        print(f"\n{r['protocol']} protocol, {r['split']} split, {r['users']} users"
+              + (f", {r['num_negatives']} {r['negatives']} negatives" if r["protocol"] == "sampled" else
+                 f", seen items {'filtered' if r.get('filter_seen') else 'kept'}"))
+        ks = r["ks"]
+        print("metric      " + "".join(f"{'@' + str(k):>9s}" for k in ks))
+        for name in ("HR", "NDCG", "Precision", "Recall", "MRR"):
+            print(f"{name:10s}  " + "".join(f"{r['metrics'][f'{name}@{k}']:9.4f}" for k in ks))
+    return 0
+
+
+def add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
+    from sasrec.data import preprocess
+
+    preprocess.add_arguments(p)
+
+
+def run_preprocess(args: argparse.Namespace) -> int:
+    from sasrec.data import preprocess
+
+    return preprocess.run(args)
+
+
+def add_download_arguments(p: argparse.ArgumentParser) -> None:
+    from sasrec.data import download
+
+    download.add_arguments(p)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from sasrec.data import download
+
+    return download.run(args)
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "preprocess": ("turn a raw dataset into the SASRec format", add_preprocess_arguments, run_preprocess),
+    "download": ("fetch a public dataset and preprocess it", add_download_arguments, run_download),
+    "train": ("train SASRec, validate, test the best epoch", add_train_arguments, run_train),
+    "evaluate": ("evaluate a run or a baseline (sampled and full ranking)", add_evaluate_arguments, run_evaluate),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    if only is not None:
+        help_text, add, run = COMMANDS[only]
+        parser = argparse.ArgumentParser(description=help_text)
+        add(parser)
+        parser.set_defaults(func=run)
+        return parser
+    parser = argparse.ArgumentParser(prog="sasrec", description="SASRec: self-attentive sequential recommendation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
+    args = build_parser(only).parse_args(argv)
+    try:
+        return args.func(args)
+    except SASRecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Training configuration as plain values: defaults < preset TOML < ``--config`` TOML < command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sasrec.errors import ConfigError
+
+PRESETS = ("ml-1m", "games", "beauty", "steam", "synthetic")
+
+
+@dataclass
+class Config:
+    # data
+    dataset: str = "synthetic"  # a preset name (file looked up in data_dir) or a path to a SASRec-format file
+    data_dir: str = "data"
+    preset: str | None = None  # hyperparameter preset; defaults to the dataset's own when it has one
+    # model (the paper's defaults, Sec. IV-C)
+    maxlen: int = 50
+    hidden: int = 50
+    num_blocks: int = 2
+    num_heads: int = 1
+    dropout: float = 0.2
+    norm_first: bool = False
+    # optimisation (Adam with betas (0.9, 0.98), as the reference)
+    lr: float = 0.001
+    batch_size: int = 128
+    epochs: int = 200
+    l2_emb: float = 0.0
+    loss: str = "bce"
+    negatives: int = 1
+    loss_options: dict[str, float] = field(default_factory=dict)
+    batching: str = "bucket"  # "random" is the reference's sampler (see sampling.TrainSampler)
+    # validation and model selection (validation split only)
+    eval_every: int = 1
+    patience: int = 20  # evaluations without improvement before stopping; 0 disables early stopping
+    metric: str = "NDCG@10"
+    val_protocol: str = "sampled"
+    eval_negatives: int = 100
+    # run
+    seed: int = 42
+    device: str = "cpu"
+    threads: int = 0  # 0: PyTorch's default
+    out: str | None = None
+    quiet: bool = False
+
+    def validate(self) -> None:
+        checks = [
+            (self.maxlen >= 1, f"maxlen must be >= 1, got {self.maxlen}"),
+            (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
+            (self.num_blocks >= 0, f"num_blocks must be >= 0, got {self.num_blocks}"),
+            (self.num_heads >= 1 and self.hidden % self.num_heads == 0,
+             f"hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
+            (self.l2_emb >= 0, f"l2_emb must be >= 0, got {self.l2_emb}"),
+            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
+            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
+             f"device must be cpu, cuda or auto, got {self.device!r}"),
+            (self.val_protocol in ("sampled", "full"), f"val_protocol must be sampled or full, got {self.val_protocol!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if "@" not in self.metric:
+            raise ConfigError(f"metric must look like NDCG@10 or HR@10, got {self.metric!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(Config)}
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The preset's values (hyperparameters, plus ``files``: the file names to look for)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return tomllib.loads(resources.files("sasrec.presets").joinpath(f"{name}.toml").read_text())
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        values = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    unknown = set(values) - FIELDS
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown keys {', '.join(sorted(unknown))}")
+    return values
+
+
+def resolve(overrides: dict[str, Any], config_file: str | None = None) -> Config:
+    """Build the config: defaults, then the preset, then ``config_file``, then ``overrides`` (non-None)."""
+    file_values = load_toml(config_file) if config_file else {}
+    given = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    dataset = given.get("dataset", Config.dataset)
+    preset = given.get("preset") or (dataset if dataset in PRESETS else None)
+    values = {k: v for k, v in (load_preset(preset) if preset else {}).items() if k in FIELDS}
+    values.update(given)
+    values["preset"] = preset
+    config = Config(**values)
+    config.validate()
+    return config
+
+
+def dataset_path(config: Config) -> Path | None:
+    """The SASRec-format file to train on, or None for the embedded synthetic dataset."""
+    if config.dataset == "synthetic":
+        return None
+    if config.dataset in PRESETS:
+        names = load_preset(config.dataset).get("files", [])
+        for name in names:
+            candidate = Path(config.data_dir) / name
+            if candidate.exists():
+                return candidate
+        raise ConfigError(
+            f"dataset {config.dataset!r}: none of {', '.join(names)} found in {config.data_dir!r}. "
+            f"Preprocess it with `sasrec preprocess --dataset {config.dataset} --input RAW --output "
+            f"{config.data_dir}` (or `sasrec download {config.dataset}`), or pass --data-dir")
+    path = Path(config.dataset)
+    if not path.exists():
+        raise ConfigError(f"dataset {config.dataset!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+    return path

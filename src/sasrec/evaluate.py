@@ -1,0 +1,241 @@
+"""Evaluation protocols: they turn a scorer's scores into the held-out items' ranks, then into metrics.
+
+Protocols:
+    ``full``     the held-out item against every item of the catalogue; by default the items of the user's
+                 input history are removed from the candidates (``filter_seen``). The one to trust
+                 (Krichene & Rendle, KDD 2020).
+    ``sampled``  the paper's: the held-out item against 100 negatives drawn without replacement from items
+                 the user never interacted with (train, validation and test items all excluded), uniformly
+                 or in proportion to popularity. The negatives are drawn once per evaluator from a fixed
+                 seed, so every evaluation of every model sees the same candidates.
+
+Ties are pessimistic: a candidate whose score equals the held-out item's ranks above it, so a model that
+scores everything alike gets HR@10 = 0 under full ranking rather than a lucky hit.
+
+Any object with ``encode(histories, users)`` and ``score(state, items)`` is a scorer: the model
+(:class:`ModelScorer`) and the baselines (:mod:`sasrec.baselines`) go through the same code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from sasrec.data.dataset import Sequences, Split, gather_windows
+from sasrec.errors import ConfigError
+from sasrec.metrics import DEFAULT_KS, metric_sums
+from sasrec.sampling import ItemSets
+
+PROTOCOLS = ("full", "sampled")
+SCORE_BUDGET = 1 << 25  # floats in one (users x items) score block: 128 MiB
+
+
+class Scorer(Protocol):
+    num_items: int
+
+    def encode(self, histories: Sequences, users: np.ndarray) -> Any:
+        """Per-batch state (e.g. the model's last hidden states) for ``users``' histories."""
+
+    def score(self, state: Any, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B, C)`` of items ``(C,)`` shared by all rows, or ``(B, C)`` per-row items."""
+
+
+class ModelScorer:
+    """Scores from a :class:`sasrec.model.SASRec`: the last hidden state dotted with item embeddings."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu"):
+        self.model = model
+        self.num_items = model.num_items
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def encode(self, histories: Sequences, users: np.ndarray) -> torch.Tensor:
+        self.model.eval()
+        n = np.minimum(histories.lengths[users], self.model.maxlen)
+        seq = torch.from_numpy(gather_windows(histories, users, n)).to(self.device)
+        return self.model.last_hidden(seq)
+
+    @torch.no_grad()
+    def score(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.model.score(state, items.to(self.device)).float().cpu()
+
+
+@dataclass
+class EvalResult:
+    protocol: str
+    split: str
+    users: int
+    metrics: dict[str, float]
+    seconds: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "split": self.split, "users": self.users,
+                "metrics": self.metrics, "seconds": round(self.seconds, 3), **self.options}
+
+
+class Evaluator:
+    """Ranks one split's held-out items under one protocol; build once, run on any number of scorers.
+
+    Args:
+        split: the leave-one-out split.
+        which: ``"valid"`` (input: training prefix) or ``"test"`` (input: training prefix + validation item).
+        protocol: ``"full"`` or ``"sampled"``.
+        ks: cut-offs for the metrics.
+        filter_seen: full protocol only: drop the history's items from the candidates.
+        num_negatives, negatives: sampled protocol only: how many, and ``"uniform"`` or ``"popularity"``.
+        max_users: evaluate a seeded random subset of this many users (the paper used 10,000).
+        seed: seeds the user subset and the sampled negatives.
+    """
+
+    def __init__(self, split: Split, which: str = "test", protocol: str = "full",
+                 ks: tuple[int, ...] = DEFAULT_KS, filter_seen: bool = True, num_negatives: int = 100,
+                 negatives: str = "uniform", max_users: int | None = None, seed: int = 0):
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if negatives not in ("uniform", "popularity"):
+            raise ConfigError(f"negatives must be 'uniform' or 'popularity', not {negatives!r}")
+        self.which, self.protocol, self.ks = which, protocol, tuple(sorted(set(ks)))
+        self.filter_seen = filter_seen
+        self.num_items = split.num_items
+        self.histories = split.history(which)
+        self.targets = split.targets(which)
+        users = np.flatnonzero((self.targets > 0) & (self.histories.lengths > 0))
+        rng = np.random.default_rng(seed)
+        if max_users is not None and len(users) > max_users:
+            users = np.sort(rng.choice(users, size=max_users, replace=False))
+        self.users = users
+        self.options: dict[str, Any] = {"ks": list(self.ks)}
+        if protocol == "full":
+            self.options["filter_seen"] = filter_seen
+        else:
+            full = split.history("test")  # train + valid; add the test item so no negative is a held-out item
+            everything = ItemSets(full)
+            self.negatives = sample_unseen_without_replacement(
+                rng, everything, users, num_negatives, self.num_items, extra=split.test[users],
+                weights=_popularity(full, split.test) if negatives == "popularity" else None)
+            self.options.update(negatives=negatives, num_negatives=num_negatives, seed=seed)
+
+    def run(self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024) -> EvalResult:
+        """Evaluate ``scorer`` on all of this evaluator's users (or on the given subset of them)."""
+        start = time.perf_counter()
+        sums, count = self.sums(scorer, users, batch_size)
+        metrics = {k: v / count for k, v in sums.items()} if count else {}
+        return EvalResult(self.protocol, self.which, count, metrics, time.perf_counter() - start, self.options)
+
+    def sums(self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024
+             ) -> tuple[dict[str, float], int]:
+        """Metric sums and user count (to add up across processes before dividing)."""
+        index = np.arange(len(self.users)) if users is None else np.searchsorted(self.users, users)
+        # Users of similar history length share a batch, so the model reads little padding.
+        index = index[np.argsort(self.histories.lengths[self.users[index]], kind="stable")]
+        if self.protocol == "full":
+            batch_size = max(1, min(batch_size, SCORE_BUDGET // (self.num_items + 1)))
+        totals: dict[str, float] = {}
+        for lo in range(0, len(index), batch_size):
+            rows = index[lo : lo + batch_size]
+            ranks = self._ranks(scorer, rows)
+            for k, v in metric_sums(ranks, self.ks).items():
+                totals[k] = totals.get(k, 0.0) + v
+        return totals, len(index)
+
+    def _ranks(self, scorer: Scorer, rows: np.ndarray) -> np.ndarray:
+        users = self.users[rows]
+        state = scorer.encode(self.histories, users)
+        targets = torch.from_numpy(self.targets[users])
+        if self.protocol == "sampled":
+            candidates = torch.from_numpy(np.concatenate([self.targets[users, None], self.negatives[rows]], 1))
+            scores = scorer.score(state, candidates)
+            return (scores[:, 1:] >= scores[:, :1]).sum(1).numpy()
+        return self._full_ranks(scorer, state, users, targets)
+
+    def _full_ranks(self, scorer: Scorer, state: Any, users: np.ndarray, targets: torch.Tensor) -> np.ndarray:
+        """Pessimistic rank of each target among all items (minus seen ones), in item chunks of bounded size."""
+        B = len(users)
+        chunk = max(1, SCORE_BUDGET // B)
+        lengths = self.histories.lengths[users]
+        history = gather_windows(self.histories, users, lengths)
+        rows, cols = np.nonzero(history)
+        seen_rows, seen_items = torch.from_numpy(rows), torch.from_numpy(history[rows, cols])
+        bounds = range(0, self.num_items + 1, chunk)
+        # Pass 1 takes the target's score from the same score block that pass 2 compares it with, so
+        # float rounding can never make the target beat or tie an item computed by another kernel.
+        target_score = torch.empty(B)
+        blocks = []
+        for lo in bounds:
+            items = torch.arange(lo, min(lo + chunk, self.num_items + 1))
+            scores = scorer.score(state, items)
+            inside = (targets >= lo) & (targets < lo + len(items))
+            target_score[inside] = scores[inside.nonzero()[:, 0], targets[inside] - lo]
+            if len(bounds) == 1:
+                blocks.append(scores)
+        ranks = torch.zeros(B, dtype=torch.int64)
+        for lo in bounds:
+            items = torch.arange(lo, min(lo + chunk, self.num_items + 1))
+            scores = blocks[0] if blocks else scorer.score(state, items)
+            if lo == 0:
+                scores[:, 0] = -torch.inf  # padding id, not an item
+            if self.filter_seen:
+                keep = (seen_items >= lo) & (seen_items < lo + len(items))
+                scores[seen_rows[keep], seen_items[keep] - lo] = -torch.inf
+            inside = (targets >= lo) & (targets < lo + len(items))
+            scores[inside.nonzero()[:, 0], targets[inside] - lo] = -torch.inf  # the target does not rank itself
+            ranks += (scores >= target_score[:, None]).sum(1)
+        return ranks.numpy()
+
+
+def _popularity(full: Sequences, test: np.ndarray) -> np.ndarray:
+    counts = np.bincount(np.concatenate([full.items, test[test > 0]]), minlength=full.num_items + 1)
+    return counts[1:].astype(np.float64)
+
+
+def sample_unseen_without_replacement(rng: np.random.Generator, sets: ItemSets, users: np.ndarray, n: int,
+                                      num_items: int, extra: np.ndarray | None = None,
+                                      weights: np.ndarray | None = None) -> np.ndarray:
+    """``(U, n)`` distinct items per user, none in the user's set (nor equal to ``extra[u]``).
+
+    Drawn uniformly from ``1..num_items`` or with probability proportional to ``weights`` (``(num_items,)``),
+    by rejection: each round draws a block of candidates for the rows still short and keeps the valid,
+    not-yet-chosen ones in draw order.
+    """
+    U = len(users)
+    per_user = np.bincount(sets.keys // sets.stride, minlength=int(users.max(initial=0)) + 1)[users]
+    pool = num_items if weights is None else int((weights > 0).sum())
+    if U and (pool - per_user - 1).min() < n:
+        short = int(((pool - per_user - 1) < n).sum())
+        raise ConfigError(f"{short} users have fewer than {n} unseen items to sample as negatives; "
+                          f"lower the number of negatives or use the full protocol")
+    out = np.zeros((U, n), dtype=np.int64)
+    filled = np.zeros(U, dtype=np.int64)
+    pending = np.arange(U)
+    p = None if weights is None else weights / weights.sum()
+    for _ in range(1000):
+        if not len(pending):
+            return out
+        m = n + 8
+        if p is None:
+            cand = rng.integers(1, num_items + 1, size=(len(pending), m))
+        else:
+            cand = rng.choice(num_items, size=(len(pending), m), p=p) + 1
+        ok = ~sets.contains(users[pending, None], cand)
+        if extra is not None:
+            ok &= cand != extra[pending, None]
+        # Drop candidates already chosen for the row or repeated earlier in this draw.
+        both = np.concatenate([out[pending], cand], 1)
+        order = np.argsort(both, axis=1, kind="stable")
+        sorted_vals = np.take_along_axis(both, order, 1)
+        repeat = np.zeros_like(both, dtype=bool)
+        np.put_along_axis(repeat, order, np.c_[np.zeros(len(pending), bool), sorted_vals[:, 1:] == sorted_vals[:, :-1]], 1)
+        ok &= ~repeat[:, n:]
+        need = n - filled[pending]
+        rank = np.cumsum(ok, 1)
+        take = ok & (rank <= need[:, None])
+        r, c = np.nonzero(take)
+        out[pending[r], filled[pending[r]] + rank[r, c] - 1] = cand[r, c]
+        filled[pending] += take.sum(1)
+        pending = pending[filled[pending] < n]
+    raise RuntimeError("negative sampling did not converge")  # pragma: no cover

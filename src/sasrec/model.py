@@ -1,0 +1,155 @@
+"""The SASRec network (Kang & McAuley, ICDM 2018), following the authors' TensorFlow code (kang205/SASRec).
+
+Layout: sequences are **right-padded** (real items first, item id 0 after them). Each real item gets the
+position index it would have in the reference's left-padded window of length ``maxlen`` (the most recent
+item is always at position ``maxlen - 1``), so the model computes exactly what the reference computes at
+real positions, while a plain causal mask also hides every padding key (padding only ever comes *after* real
+items). That makes batches trimmable to their longest sequence and lets PyTorch's fused causal attention
+kernel run without an explicit mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with separate query and key/value inputs.
+
+    The reference feeds the layer-normalised sequence as queries and the un-normalised sequence as keys and
+    values (kang205/SASRec ``multihead_attention(queries=normalize(seq), keys=seq)``).
+    """
+
+    def __init__(self, hidden: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(hidden, hidden)
+        self.kv_proj = nn.Linear(hidden, 2 * hidden)
+        self.out_proj = nn.Linear(hidden, hidden)  # as torch.nn.MultiheadAttention in pmixer/SASRec.pytorch
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """queries, keys: ``(B, T, d)`` -> ``(B, T, d)``; position t attends to positions <= t."""
+        B, T, d = queries.shape
+        h = self.num_heads
+        q = self.q_proj(queries).view(B, T, h, d // h).transpose(1, 2)
+        k, v = self.kv_proj(keys).view(B, T, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        # Dropout on the attention weights, as the reference (tf.layers.dropout on the softmax output).
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, d))
+
+
+class PointWiseFeedForward(nn.Module):
+    """FFN(x) = ReLU(x W1 + b1) W2 + b2, applied at every position, with dropout after each layer."""
+
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(F.relu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """One self-attention block: attention then FFN, each with residual connection and LayerNorm.
+
+    ``norm_first=False`` (the reference): ``q = LN(x); x = q + Attn(q, x); y = LN(x); x = y + FFN(y)``.
+    ``norm_first=True`` (pre-LN, as pmixer's option): ``x = x + Attn(LN(x), LN(x)); x = x + FFN(LN(x))``.
+    """
+
+    def __init__(self, hidden: int, num_heads: int, dropout: float, norm_first: bool):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.attn = CausalSelfAttention(hidden, num_heads, dropout)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.ffn = PointWiseFeedForward(hidden, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            n = self.attn_norm(x)
+            x = x + self.attn(n, n)
+            return x + self.ffn(self.ffn_norm(x))
+        q = self.attn_norm(x)
+        x = q + self.attn(q, x)
+        y = self.ffn_norm(x)
+        return y + self.ffn(y)
+
+
+class SASRec(nn.Module):
+    """SASRec: item + learned position embeddings, causal self-attention blocks, shared-embedding scores.
+
+    Args:
+        num_items: catalogue size; item ids are ``1..num_items`` and 0 is padding.
+        maxlen: the longest sequence the model reads (the paper's n).
+        hidden: embedding size d.
+        num_blocks, num_heads: stacked blocks and attention heads (``hidden % num_heads == 0``).
+        dropout: dropout rate on embeddings, attention weights and FFN layers.
+        norm_first: pre-LN blocks instead of the reference's arrangement.
+    """
+
+    def __init__(self, num_items: int, maxlen: int = 50, hidden: int = 50, num_blocks: int = 2,
+                 num_heads: int = 1, dropout: float = 0.2, norm_first: bool = False):
+        super().__init__()
+        self.num_items = num_items
+        self.maxlen = maxlen
+        self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(maxlen, hidden)
+        self.emb_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(hidden, num_heads, dropout, norm_first) for _ in range(num_blocks))
+        self.last_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-normal for every weight matrix and embedding, as pmixer/SASRec.pytorch; padding row zero."""
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                nn.init.xavier_normal_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """Hidden states for every position.
+
+        Args:
+            seq: ``(B, T)`` item ids, right-padded with 0, ``T <= maxlen``.
+        Returns:
+            ``(B, T, d)``: ``out[b, t]`` summarises ``seq[b, :t+1]``; zero at padding positions.
+        """
+        real = (seq > 0).unsqueeze(-1)  # (B, T, 1), the reference's "timeline mask"
+        lengths = real.sum(1)  # (B, 1)
+        # Reference position of column t: the last real item sits at maxlen - 1 (see module docstring).
+        positions = (torch.arange(seq.shape[1], device=seq.device) + (self.maxlen - lengths)).clamp_(0, self.maxlen - 1)
+        x = self.item_emb(seq) * math.sqrt(self.item_emb.embedding_dim) + self.pos_emb(positions)
+        x = self.emb_dropout(x) * real
+        for block in self.blocks:
+            x = block(x) * real
+        return self.last_norm(x)
+
+    def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` right-padded histories -> ``(B, d)`` hidden state at each row's last real item."""
+        last = (seq > 0).sum(1).clamp_(min=1) - 1
+        return self.forward(seq)[torch.arange(seq.shape[0], device=seq.device), last]
+
+    def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """Dot products with the shared item embedding (the paper's r = F M^T).
+
+        Args:
+            hidden: ``(B, d)``.
+            items: ``None`` for every item (``(B, num_items + 1)``, column 0 is padding), ``(C,)`` for the
+                same candidates for every row (``(B, C)``), or ``(B, C)`` per-row candidates (``(B, C)``).
+        """
+        weight = self.item_emb.weight
+        if items is None:
+            return hidden @ weight.T
+        if items.dim() == 1:
+            return hidden @ weight[items].T
+        return torch.einsum("bd,bcd->bc", hidden, weight[items])

@@ -1,0 +1,118 @@
+"""Training batches and negative sampling, vectorised over whole batches (no per-user Python loop).
+
+A training example for user u is the reference's: input = the last ``maxlen`` items of u's training prefix
+except the final one, target at each position = the item that follows it. Batches are right-padded and
+trimmed to their longest row (see :mod:`sasrec.model` for why that is exact).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sasrec.data.dataset import Sequences, gather_windows
+from sasrec.errors import ConfigError
+
+BATCHING = ("random", "shuffle", "bucket")
+
+
+@dataclass
+class Batch:
+    """``seq``/``pos``: ``(B, T)`` int64, right-padded with 0; ``neg``: ``(B, T, N)``; ``users``: ``(B,)``."""
+
+    users: np.ndarray
+    seq: np.ndarray
+    pos: np.ndarray
+    neg: np.ndarray
+
+
+class ItemSets:
+    """Fast vectorised membership test "is item i in user u's sequence?" via one sorted key array."""
+
+    def __init__(self, seqs: Sequences):
+        self.stride = seqs.num_items + 1
+        users = np.repeat(np.arange(seqs.num_users, dtype=np.int64), seqs.lengths)
+        self.keys = np.unique(users * self.stride + seqs.items)
+
+    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """users broadcastable to items -> bool array shaped like items."""
+        q = users * self.stride + items
+        idx = np.searchsorted(self.keys, q).clip(max=len(self.keys) - 1)
+        return self.keys[idx] == q
+
+
+def sample_uniform_unseen(rng: np.random.Generator, sets: ItemSets, users: np.ndarray, shape: tuple[int, ...],
+                          num_items: int) -> np.ndarray:
+    """Items drawn uniformly from ``1..num_items`` excluding each user's own items (with replacement).
+
+    ``users``: ``(B,)``; returns ``(B, *shape)``. Collisions are redrawn until none is left, as the
+    reference's ``random_neq`` does one item at a time.
+    """
+    out = rng.integers(1, num_items + 1, size=(len(users), *shape))
+    flat_users = np.repeat(users, int(np.prod(shape)))
+    flat = out.reshape(-1)
+    bad = np.flatnonzero(sets.contains(flat_users, flat))
+    while len(bad):
+        flat[bad] = rng.integers(1, num_items + 1, size=len(bad))
+        bad = bad[sets.contains(flat_users[bad], flat[bad])]
+    return out
+
+
+class TrainSampler:
+    """Yields training batches for one epoch at a time from a seeded NumPy generator.
+
+    Batching modes (``batching``):
+        ``random``  the reference's: each batch draws ``batch_size`` users uniformly with replacement,
+                    ``num_users // batch_size`` batches per epoch (kang205/SASRec ``WarpSampler``).
+        ``shuffle`` every user once per epoch, in a random order.
+        ``bucket``  every user once per epoch; users of similar length share a batch (shuffled within equal
+                    lengths and across batches), so trimming removes nearly all padding.
+    Users whose training prefix has fewer than 2 items give no example and are never drawn (as the
+    reference, which redraws them).
+    """
+
+    def __init__(self, train: Sequences, maxlen: int, batch_size: int, num_negatives: int = 1,
+                 batching: str = "bucket", seed: int = 0):
+        if batching not in BATCHING:
+            raise ConfigError(f"unknown batching {batching!r}; choose one of {', '.join(BATCHING)}")
+        self.train = train
+        self.maxlen = maxlen
+        self.batch_size = batch_size
+        self.num_negatives = num_negatives
+        self.batching = batching
+        self.rng = np.random.default_rng(seed)
+        self.sets = ItemSets(train)
+        self.users = np.flatnonzero(train.lengths >= 2)
+        if len(self.users) == 0:
+            raise ConfigError("no user has 2 or more training items: the dataset is too small to train on")
+        # Number of positions each user contributes: its prefix minus the last item, capped at maxlen.
+        self.example_lengths = np.minimum(train.lengths - 1, maxlen)
+
+    def __len__(self) -> int:
+        return max(1, len(self.users) // self.batch_size) if self.batching == "random" else \
+            -(-len(self.users) // self.batch_size)
+
+    def epoch_order(self) -> list[np.ndarray]:
+        """The users of each batch of the next epoch (advances the generator)."""
+        if self.batching == "random":
+            draws = self.rng.choice(self.users, size=(len(self), self.batch_size))
+            return list(draws)
+        order = self.rng.permutation(self.users)
+        if self.batching == "bucket":
+            order = order[np.argsort(self.example_lengths[order], kind="stable")]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if self.batching == "bucket":
+            batches = [batches[i] for i in self.rng.permutation(len(batches))]
+        return batches
+
+    def make_batch(self, users: np.ndarray) -> Batch:
+        """Right-padded, trimmed ``seq``/``pos`` and negatives for ``users`` (one vectorised gather)."""
+        n = self.example_lengths[users]  # real positions per row
+        seq = gather_windows(self.train, users, n, skip_last=1)
+        pos = gather_windows(self.train, users, n, skip_last=0)
+        real = seq > 0
+        T = seq.shape[1]
+        neg = sample_uniform_unseen(self.rng, self.sets, users, (T, self.num_negatives), self.train.num_items)
+        neg *= real[:, :, None]
+        return Batch(users, seq, pos, neg)

@@ -1,0 +1,250 @@
+"""The training loop: sample batches, BCE (or another loss), Adam; validate, keep the best, test once.
+
+A run directory holds everything about one run:
+    config.json        the resolved configuration
+    fingerprint.json   dataset sha256, package version, git commit
+    log.jsonl          one JSON line per epoch: loss, seconds, validation metrics when evaluated
+    last.safetensors   weights + optimizer + RNG state after the last completed epoch (for --resume)
+    best.safetensors   weights of the epoch with the best validation metric
+    learning_curve.png validation HR@10 / NDCG@10 per evaluated epoch, and the loss per epoch
+    results.json       test metrics of the best checkpoint under both protocols (written once, at the end)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import sasrec
+from sasrec.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from sasrec.config import Config, dataset_path
+from sasrec.data.dataset import Sequences, Split, file_sha256, read_sasrec_file, split_leave_one_out
+from sasrec.errors import ConfigError, SASRecError
+from sasrec.evaluate import Evaluator, ModelScorer
+from sasrec.losses import make_loss
+from sasrec.model import SASRec
+from sasrec.sampling import TrainSampler
+
+
+def load_dataset(config: Config) -> tuple[Sequences, str]:
+    """The configured dataset and its fingerprint (file sha256, or the generator's name and seed)."""
+    path = dataset_path(config)
+    if path is None:
+        from sasrec.data.synthetic import make_synthetic
+
+        return make_synthetic(), "synthetic:default"
+    return read_sasrec_file(path), f"sha256:{file_sha256(path)}"
+
+
+def build_model(config: Config, num_items: int) -> SASRec:
+    return SASRec(num_items, maxlen=config.maxlen, hidden=config.hidden, num_blocks=config.num_blocks,
+                  num_heads=config.num_heads, dropout=config.dropout, norm_first=config.norm_first)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Trainer:
+    """Owns one run: data, model, optimizer, sampler, validation evaluator and the run directory."""
+
+    def __init__(self, config: Config, run_dir: Path, data: Sequences | None = None, fingerprint: str = ""):
+        self.config = config
+        self.run_dir = run_dir
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        if data is None:
+            data, fingerprint = load_dataset(config)
+        self.fingerprint = fingerprint
+        self.split: Split = split_leave_one_out(data)
+        if int((self.split.valid > 0).sum()) == 0:
+            raise SASRecError("dataset too small to split: no user has 3 or more interactions "
+                              "(leave-one-out needs one training, one validation and one test item)")
+        self.device = pick_device(config.device)
+        self.model = build_model(config, data.num_items).to(self.device)
+        self.loss_fn = make_loss(config.loss, config.negatives, **config.loss_options)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98))
+        self.sampler = TrainSampler(self.split.train, config.maxlen, config.batch_size,
+                                    self.loss_fn.num_negatives, config.batching, seed=config.seed)
+        self.validator = Evaluator(self.split, "valid", config.val_protocol, ks=(10,),
+                                   num_negatives=config.eval_negatives, seed=config.seed)
+        self.epoch = 0
+        self.best = {"epoch": 0, "value": -np.inf, "bad_evals": 0}
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self) -> tuple[float, int]:
+        """One pass of the sampler; returns (mean loss, real positions trained on)."""
+        self.model.train()
+        total, steps, positions = 0.0, 0, 0
+        batches = self.sampler.epoch_order()
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, disable=self.config.quiet, unit="batch")
+        for users in bar:
+            batch = self.sampler.make_batch(users)
+            seq = torch.from_numpy(batch.seq).to(self.device)
+            pos = torch.from_numpy(batch.pos).to(self.device)
+            neg = torch.from_numpy(batch.neg).to(self.device)
+            real = pos > 0
+            hidden = self.model(seq)[real]  # (P, d): only real positions enter the loss
+            weight = self.model.item_emb.weight
+            loss = self.loss_fn(hidden, pos[real], neg[real], weight)
+            if self.config.l2_emb:
+                loss = loss + self.config.l2_emb * 0.5 * weight.pow(2).sum()  # tf l2_regularizer, as reference
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item()
+            steps += 1
+            positions += int(real.sum())
+            bar.set_postfix(loss=f"{total / steps:.4f}")
+        return total / max(steps, 1), positions
+
+    def validate(self) -> dict[str, float]:
+        return self.validator.run(ModelScorer(self.model, self.device)).metrics
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, Any]:
+        cfg = self.config
+        log_path = self.run_dir / "log.jsonl"
+        while self.epoch < cfg.epochs:
+            start = time.perf_counter()
+            loss, positions = self.train_epoch()
+            self.epoch += 1
+            record: dict[str, Any] = {"epoch": self.epoch, "loss": round(loss, 6),
+                                      "train_seconds": round(time.perf_counter() - start, 3),
+                                      "positions": positions}
+            stop = False
+            if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
+                t0 = time.perf_counter()
+                metrics = self.validate()
+                record["eval_seconds"] = round(time.perf_counter() - t0, 3)
+                record["valid"] = metrics
+                value = metrics[cfg.metric] if cfg.metric in metrics else self._metric_missing(metrics)
+                if value > self.best["value"]:
+                    self.best = {"epoch": self.epoch, "value": value, "bad_evals": 0}
+                    save_checkpoint(self.run_dir / "best.safetensors", self.model,
+                                    {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items})
+                else:
+                    self.best["bad_evals"] += 1
+                    stop = cfg.patience > 0 and self.best["bad_evals"] >= cfg.patience
+            with open(log_path, "a") as f:  # log first: resume drops lines newer than the checkpoint
+                f.write(json.dumps(record) + "\n")
+            self._save_last()
+            if not cfg.quiet:
+                print(_format_record(record, cfg.metric), flush=True)
+            if stop:
+                print(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations", flush=True)
+                break
+        return self.best
+
+    def _metric_missing(self, metrics: dict[str, float]) -> float:
+        raise ConfigError(f"validation metric {self.config.metric!r} not computed; available: {', '.join(metrics)}")
+
+    # ------------------------------------------------------------------ state
+    def _save_last(self) -> None:
+        meta = {"epoch": self.epoch, "best": {**self.best, "value": float(self.best["value"])},
+                "sampler_rng": self.sampler.rng.bit_generator.state, "num_items": self.split.num_items}
+        save_checkpoint(self.run_dir / "last.safetensors", self.model, meta, self.optimizer,
+                        {"torch_rng": torch.get_rng_state()})
+
+    def resume(self) -> None:
+        meta, extra = load_checkpoint(self.run_dir / "last.safetensors", self.model, self.optimizer)
+        self.epoch = meta["epoch"]
+        self.best = meta["best"]
+        self.sampler.rng.bit_generator.state = meta["sampler_rng"]
+        torch.set_rng_state(extra["torch_rng"])
+        log_path = self.run_dir / "log.jsonl"
+        if log_path.exists():
+            lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln)["epoch"] <= self.epoch]
+            atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
+
+    def test(self) -> dict[str, Any]:
+        """Evaluate the best checkpoint once on the test split, under both protocols."""
+        if (self.run_dir / "best.safetensors").exists():
+            load_checkpoint(self.run_dir / "best.safetensors", self.model)
+        scorer = ModelScorer(self.model, self.device)
+        results = {"best_epoch": self.best["epoch"], f"valid_{self.config.metric}": float(self.best["value"])}
+        for protocol in ("sampled", "full"):
+            evaluator = Evaluator(self.split, "test", protocol, num_negatives=self.config.eval_negatives,
+                                  seed=self.config.seed)
+            results[protocol] = evaluator.run(scorer).to_json()
+        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+        return results
+
+
+def _format_record(record: dict[str, Any], metric: str) -> str:
+    text = f"epoch {record['epoch']:4d}  loss {record['loss']:.4f}  {record['train_seconds']:.2f}s"
+    if "valid" in record:
+        v = record["valid"]
+        text += f"  valid HR@10 {v.get('HR@10', float('nan')):.4f}  NDCG@10 {v.get('NDCG@10', float('nan')):.4f}"
+    return text
+
+
+def default_run_dir(config: Config) -> Path:
+    name = Path(config.dataset).stem if config.dataset not in ("synthetic",) else "synthetic"
+    return Path("runs") / f"{name}-{config.loss}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(config: Config, resume: str | None = None, data: Sequences | None = None) -> dict[str, Any]:
+    """Train (or resume) a run, then test its best checkpoint; returns the test results."""
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / "last.safetensors").exists():
+            raise SASRecError(f"cannot resume: {run_dir} has no last.safetensors (is it a run directory?)")
+        saved = json.loads((run_dir / "config.json").read_text())
+        config = Config(**{**saved, "device": config.device, "quiet": config.quiet})
+    else:
+        run_dir = Path(config.out) if config.out else default_run_dir(config)
+        if (run_dir / "last.safetensors").exists():
+            raise SASRecError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, run_dir, data)
+    if resume:
+        trainer.resume()
+        print(f"resuming {run_dir} after epoch {trainer.epoch}", flush=True)
+    else:
+        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+        atomic_write_text(run_dir / "fingerprint.json", json.dumps(
+            {"dataset": trainer.fingerprint, "sasrec_version": sasrec.__version__, "git_commit": git_commit(),
+             "torch": torch.__version__, "numpy": np.__version__}, indent=2))
+    if not config.quiet:
+        s = trainer.split
+        print(f"run {run_dir}: {s.num_users} users, {s.num_items} items, {len(s.train.items)} training items; "
+              f"{sum(p.numel() for p in trainer.model.parameters())} parameters", flush=True)
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after epoch {trainer.epoch}; continue with --resume {run_dir}", flush=True)
+        raise
+    from sasrec.plots import plot_learning_curve
+
+    plot_learning_curve(run_dir / "log.jsonl", run_dir / "learning_curve.png")
+    results = trainer.test()
+    if not config.quiet:
+        print(f"best epoch {results['best_epoch']} (validation {config.metric} "
+              f"{results[f'valid_{config.metric}']:.4f}); test metrics:")
+        for protocol in ("sampled", "full"):
+            m = results[protocol]["metrics"]
+            print(f"  {protocol:8s} HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}  ({results[protocol]['users']} users)")
+    return results
