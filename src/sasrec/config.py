@@ -65,7 +65,8 @@ class Config:
             (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
             (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
              f"device must be cpu, cuda or auto, got {self.device!r}"),
-            (self.val_protocol in ("sampled", "full"), f"val_protocol must be sampled or full, got {self.val_protocol!r}"),
+            (self.val_protocol in ("sampled", "full"),
+             f"val_protocol must be sampled or full, got {self.val_protocol!r}"),
         ]
         for ok, message in checks:
             if not ok:

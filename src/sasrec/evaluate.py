@@ -229,7 +229,8 @@ def sample_unseen_without_replacement(rng: np.random.Generator, sets: ItemSets, 
         order = np.argsort(both, axis=1, kind="stable")
         sorted_vals = np.take_along_axis(both, order, 1)
         repeat = np.zeros_like(both, dtype=bool)
-        np.put_along_axis(repeat, order, np.c_[np.zeros(len(pending), bool), sorted_vals[:, 1:] == sorted_vals[:, :-1]], 1)
+        same_as_previous = np.c_[np.zeros(len(pending), bool), sorted_vals[:, 1:] == sorted_vals[:, :-1]]
+        np.put_along_axis(repeat, order, same_as_previous, 1)
         ok &= ~repeat[:, n:]
         need = n - filled[pending]
         rank = np.cumsum(ok, 1)

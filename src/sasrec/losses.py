@@ -3,20 +3,69 @@
     loss(hidden, positives, negatives, item_weight) -> scalar tensor
 
     hidden:      (P, d)  hidden states at the P real (non-padding) positions of a batch
-    positives:   (P,)    the next item at each position
+    positives:   (P,)    the next item at each position (in 1..num_items)
     negatives:   (P, N)  sampled negative items (N = ``loss.num_negatives``; (P, 0) for losses that need none)
-    item_weight: (num_items + 1, d) the shared item embedding matrix (row 0 is padding)
+    item_weight: (num_items + 1, d) the shared item embedding matrix (row 0 is padding, never a candidate)
 
-Losses are chosen by name through :func:`make_loss`.
+Losses are chosen by name through :func:`make_loss` (``--loss``, ``--negatives``, ``loss_options``).
+
+Which loss to pick
+------------------
+``bce`` (default)
+    The paper's loss (Kang & McAuley 2018): one sampled negative per position, binary cross-entropy.
+    Paper-faithful and cheap, but trained with few negatives the model is overconfident and full-ranking
+    accuracy lags behind.
+``ce``
+    Full softmax cross-entropy over the whole catalogue. Usually the best full-ranking accuracy when the
+    catalogue fits the compute budget (SASRec+, Klenitskiy & Vasilev, RecSys 2023). Computed in chunks of
+    items, so memory stays bounded for catalogues of 50k+ items; the cost is O(P * num_items * d) per step.
+    Option ``chunk_size`` (items per chunk; 0 = automatic, about 16M scores per chunk).
+``sampled-ce``
+    Softmax over the target and N sampled negatives. With many negatives (a few hundred to a few
+    thousand, e.g. ``--negatives 256``..``3000``) it comes close to ``ce`` at a fraction of the cost on
+    large catalogues.
+    Option ``in_batch`` (bool): use the other positions' targets in the batch as negatives, with logQ
+    correction, instead of sampled ones (then no negatives are drawn).
+``gbce``
+    Generalised BCE of gSASRec (Petrov & Macdonald, RecSys 2023): BCE with N negatives whose positive term
+    is calibrated to undo the overconfidence that negative sampling causes. Stays in the BCE family (cheap,
+    sampled) while approaching ``ce`` accuracy with e.g. 256 negatives. Option ``t`` (calibration in
+    [0, 1], default 0.75; ``t = 0`` is plain BCE).
 """
 
 from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sasrec.errors import ConfigError
+
+# Automatic chunk size of ``ce``: at most this many (position, item) scores are held per chunk.
+CE_CHUNK_ELEMENTS = 2**24
+
+
+def _int_option(loss: str, name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (TOML/CLI may give 8192.0); ConfigError otherwise."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
+    if not ok or value < minimum:
+        raise ConfigError(f"loss {loss!r}: option {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _bool_option(loss: str, name: str, value: Any) -> bool:
+    """``value`` as a bool (accepts true/false and 1/0); ConfigError otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise ConfigError(f"loss {loss!r}: option {name} must be true or false, got {value!r}")
 
 
 class BCELoss(nn.Module):
@@ -29,6 +78,8 @@ class BCELoss(nn.Module):
 
     def __init__(self, num_negatives: int = 1):
         super().__init__()
+        if num_negatives < 1:
+            raise ConfigError(f"loss 'bce' needs negatives >= 1, got {num_negatives}")
         self.num_negatives = num_negatives
 
     def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
@@ -40,13 +91,177 @@ class BCELoss(nn.Module):
         return pos_loss + neg_loss
 
 
-LOSSES: dict[str, type[nn.Module]] = {"bce": BCELoss}
+class _ChunkedLogSumExp(torch.autograd.Function):
+    """``logsumexp(hidden @ weight.T, dim=1)`` computed over chunks of ``weight``'s rows.
+
+    Neither pass keeps the ``(P, I)`` score matrix: the forward pass streams a running logsumexp
+    (``logaddexp`` of per-chunk logsumexps, which is numerically stable), the backward pass recomputes each
+    chunk's scores to form its softmax block. Peak extra memory is a few ``(P, chunk)`` blocks.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, chunk: int) -> torch.Tensor:
+        # hidden (P, d), weight (I, d) -> lse (P,), in at least float32
+        acc = torch.promote_types(hidden.dtype, torch.float32)
+        lse = torch.full((hidden.shape[0],), -math.inf, dtype=acc, device=hidden.device)
+        for start in range(0, weight.shape[0], chunk):
+            scores = (hidden @ weight[start : start + chunk].T).to(acc)  # (P, c)
+            lse = torch.logaddexp(lse, torch.logsumexp(scores, dim=1))
+        ctx.save_for_backward(hidden, weight, lse)
+        ctx.chunk = chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx: Any, grad_lse: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        hidden, weight, lse = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_w = torch.empty_like(weight) if need_w else None
+        for start in range(0, weight.shape[0], ctx.chunk):
+            w = weight[start : start + ctx.chunk]  # (c, d)
+            scores = (hidden @ w.T).to(lse.dtype)  # (P, c)
+            # d lse_p / d score_pi = softmax_pi; times the incoming gradient of lse_p
+            coef = (torch.exp(scores - lse[:, None]) * grad_lse[:, None]).to(hidden.dtype)  # (P, c)
+            if grad_h is not None:
+                grad_h += coef @ w
+            if grad_w is not None:
+                grad_w[start : start + ctx.chunk] = coef.T @ hidden
+        return grad_h, grad_w, None
 
 
-def make_loss(name: str, num_negatives: int = 1, **options: float) -> nn.Module:
-    """Build a loss by name (``bce``, and the others registered in :data:`LOSSES`)."""
+def chunked_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``torch.logsumexp(hidden @ weight.T, 1)`` (``(P, d)``, ``(I, d)`` -> ``(P,)``) in bounded memory."""
+    return _ChunkedLogSumExp.apply(hidden, weight, chunk)
+
+
+class FullCELoss(nn.Module):
+    """Softmax cross-entropy over the whole catalogue (items ``1..num_items``; padding excluded).
+
+    Equal in value and gradient to ``F.cross_entropy(hidden @ item_weight[1:].T, positives - 1)``, but the
+    normaliser is a chunked logsumexp (:func:`chunked_logsumexp`), so memory is ``O(P * chunk_size)``
+    instead of ``O(P * num_items)``. Draws no negatives.
+
+    ``chunk_size``: items per chunk; 0 (default) picks ``CE_CHUNK_ELEMENTS // P`` items at call time.
+    """
+
+    def __init__(self, num_negatives: int = 0, chunk_size: int = 0):
+        super().__init__()
+        self.num_negatives = 0  # the sampler draws none, whatever --negatives says
+        self.chunk_size = _int_option("ce", "chunk_size", chunk_size, 0)
+
+    def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                item_weight: torch.Tensor) -> torch.Tensor:
+        P = hidden.shape[0]
+        if P == 0:
+            return hidden.sum() * 0.0
+        chunk = self.chunk_size or max(1, CE_CHUNK_ELEMENTS // P)
+        lse = chunked_logsumexp(hidden, item_weight[1:], chunk)  # (P,)
+        pos_logits = (hidden * item_weight[positives]).sum(-1)  # (P,)
+        return (lse - pos_logits.to(lse.dtype)).mean().to(hidden.dtype)
+
+
+class SampledCELoss(nn.Module):
+    """Softmax cross-entropy of the target against negatives: ``-log softmax([r_pos, r_neg_1..N])[0]``.
+
+    Sampled (default): the N uniform negatives from the sampler (they never equal the user's own items, so
+    never the target). Uniform sampling needs no logQ correction (it is a constant shift).
+
+    ``in_batch=True``: the candidates of position p are the targets of all P positions of the batch, with
+    the logQ correction of Yi et al. (RecSys 2019): every candidate column k gets ``-log q(pos_k)``, where
+    ``q`` is the item's frequency among the batch's targets; columns k != p holding p's own target are
+    removed (they are not negatives). Draws no sampler negatives. Implemented on the U unique targets
+    (``(P, U)`` scores, U <= P): the c_j columns of a negative item j contribute ``c_j * exp(r_j) / q_j =
+    P * exp(r_j)``, and p's own target (kept once) ``P * exp(r_pos) / c_pos``, so the loss equals a softmax
+    over the unique items where only the target's logit is shifted by ``-log c_pos``.
+    """
+
+    def __init__(self, num_negatives: int = 1, in_batch: bool = False):
+        super().__init__()
+        self.in_batch = _bool_option("sampled-ce", "in_batch", in_batch)
+        if not self.in_batch and num_negatives < 1:
+            raise ConfigError(f"loss 'sampled-ce' needs negatives >= 1 (or in_batch = true), "
+                              f"got {num_negatives}")
+        self.num_negatives = 0 if self.in_batch else num_negatives
+
+    def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                item_weight: torch.Tensor) -> torch.Tensor:
+        if self.in_batch:
+            return self._in_batch(hidden, positives, item_weight)
+        pos_logits = (hidden * item_weight[positives]).sum(-1, keepdim=True)  # (P, 1)
+        neg_logits = torch.einsum("pd,pnd->pn", hidden, item_weight[negatives])  # (P, N)
+        logits = torch.cat([pos_logits, neg_logits], dim=1)  # (P, 1 + N); the target is column 0
+        return F.cross_entropy(logits, torch.zeros_like(positives))
+
+    @staticmethod
+    def _in_batch(hidden: torch.Tensor, positives: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
+        # unique (U,) items; index (P,): each row's target as a column of unique; counts (U,): c_j
+        unique, index, counts = torch.unique(positives, return_inverse=True, return_counts=True)
+        logits = hidden @ item_weight[unique].T  # (P, U)
+        shift = -counts.to(logits.dtype).log()[index]  # (P,): -log c_pos, added to each row's target column
+        logits = logits.scatter_add(1, index[:, None], shift[:, None])
+        return F.cross_entropy(logits, index)
+
+
+class GBCELoss(nn.Module):
+    """Generalised BCE of gSASRec (Petrov & Macdonald, RecSys 2023), as asash/gSASRec-pytorch.
+
+    With N uniform negatives out of the I - 1 non-target items the sampling rate is ``alpha = N / (I - 1)``
+    and ``beta = alpha * (t * (1 - 1/alpha) + 1/alpha) = 1 - t * (1 - alpha)``. The positive probability is
+    ``sigmoid(r_pos) ** beta``, so the positive term is ``-beta * log sigmoid(r_pos)`` (computed as
+    ``beta * softplus(-r_pos)``, stable); the negatives are plain BCE. As the reference, the loss is the
+    mean over all 1 + N (position, candidate) terms::
+
+        mean_p [ beta * softplus(-r_pos) + sum_j softplus(r_neg_j) ] / (1 + N)
+
+    ``t = 0`` gives ``beta = 1``, plain BCE over the 1 + N candidates (for N = 1 that is half ``bce``);
+    ``t = 1`` gives ``beta = alpha``. I is read from ``item_weight`` at call time.
+    """
+
+    def __init__(self, num_negatives: int = 1, t: float = 0.75):
+        super().__init__()
+        if num_negatives < 1:
+            raise ConfigError(f"loss 'gbce' needs negatives >= 1, got {num_negatives}")
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
+            raise ConfigError(f"loss 'gbce': option t must be a number in [0, 1], got {t!r}")
+        self.num_negatives = num_negatives
+        self.t = float(t)
+
+    def beta(self, num_items: int) -> float:
+        """The positive-term exponent for a catalogue of ``num_items`` items."""
+        alpha = self.num_negatives / max(num_items - 1, 1)
+        return 1.0 - self.t * (1.0 - alpha)
+
+    def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                item_weight: torch.Tensor) -> torch.Tensor:
+        beta = self.beta(item_weight.shape[0] - 1)
+        pos_logits = (hidden * item_weight[positives]).sum(-1)  # (P,)
+        neg_logits = torch.einsum("pd,pnd->pn", hidden, item_weight[negatives])  # (P, N)
+        per_position = beta * F.softplus(-pos_logits) + F.softplus(neg_logits).sum(-1)  # (P,)
+        return per_position.mean() / (1 + neg_logits.shape[1])
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "bce": BCELoss,
+    "ce": FullCELoss,
+    "sampled-ce": SampledCELoss,
+    "gbce": GBCELoss,
+}
+
+
+def make_loss(name: str, num_negatives: int = 1, **options: Any) -> nn.Module:
+    """Build a loss by name (see :data:`LOSSES`); ``options`` are the loss's own (ConfigError if unknown).
+
+    The returned module's ``num_negatives`` is what the sampler must draw (0 for ``ce`` and in-batch
+    ``sampled-ce``, whatever ``num_negatives`` was asked).
+    """
     if name not in LOSSES:
         raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}")
     if num_negatives < 0:
         raise ConfigError(f"negatives must be >= 0, got {num_negatives}")
-    return LOSSES[name](num_negatives=num_negatives, **options)
+    cls = LOSSES[name]
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "num_negatives")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        valid = ", ".join(allowed) if allowed else "none"
+        raise ConfigError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}; valid options: {valid}")
+    return cls(num_negatives=num_negatives, **options)

@@ -84,7 +84,8 @@ class Trainer:
         self.device = pick_device(config.device)
         self.model = build_model(config, data.num_items).to(self.device)
         self.loss_fn = make_loss(config.loss, config.negatives, **config.loss_options)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98),
+                                          fused=self.device.type == "cpu" or None)
         self.sampler = TrainSampler(self.split.train, config.maxlen, config.batch_size,
                                     self.loss_fn.num_negatives, config.batching, seed=config.seed)
         self.validator = Evaluator(self.split, "valid", config.val_protocol, ks=(10,),
@@ -246,5 +247,6 @@ def train(config: Config, resume: str | None = None, data: Sequences | None = No
               f"{results[f'valid_{config.metric}']:.4f}); test metrics:")
         for protocol in ("sampled", "full"):
             m = results[protocol]["metrics"]
-            print(f"  {protocol:8s} HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}  ({results[protocol]['users']} users)")
+            users = results[protocol]["users"]
+            print(f"  {protocol:8s} HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}  ({users} users)")
     return results

@@ -1,0 +1,235 @@
+"""Download the public raw files of the paper's datasets (``sasrec download NAME``).
+
+Downloads stream to a temporary file next to the target, are checked against a pinned sha256 where one
+is known, and are then moved into place atomically, so an interrupted download never leaves a partial file
+under the final name. Without network access the download fails after ``timeout`` seconds with a message
+saying which URL failed and where to put the file by hand.
+
+Checksums: only ``ml-1m`` is pinned. Its sha256 and size are the ones recorded by TensorFlow Datasets
+(``tensorflow_datasets/url_checksums/movielens.txt``), which computes them from the downloaded file; the
+file's MD5 ``c4d9eecfca2ab87c1945afe126590906`` (published by GroupLens as ``ml-1m.zip.md5``) agrees with
+several independent projects. The Amazon 2014 and Steam files are not pinned (``None``): no trustworthy
+published hash was found, so their sha256 is printed after download for you to record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from sasrec.errors import SASRecError
+
+DEFAULT_TIMEOUT = 10.0
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a dataset's raw file comes from.
+
+    Attributes:
+        url: public download URL.
+        sha256: expected sha256 of the downloaded file, or None when not pinned.
+        size: expected size in bytes, or None.
+        member: for a zip archive, the member holding the interactions (extracted next to the archive).
+        raw_file: path of the raw interaction file relative to the download directory.
+    """
+
+    url: str
+    sha256: str | None
+    size: int | None
+    member: str | None
+    raw_file: str
+
+    @property
+    def filename(self) -> str:
+        return Path(urlsplit(self.url).path).name
+
+
+_AMAZON_2014 = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
+
+SOURCES: dict[str, Source] = {
+    "ml-1m": Source("https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+                    sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20", size=5917549,
+                    member="ml-1m/ratings.dat", raw_file="ml-1m/ratings.dat"),
+    "beauty": Source(_AMAZON_2014 + "reviews_Beauty.json.gz", sha256=None, size=None, member=None,
+                     raw_file="reviews_Beauty.json.gz"),
+    "games": Source(_AMAZON_2014 + "reviews_Video_Games.json.gz", sha256=None, size=None, member=None,
+                    raw_file="reviews_Video_Games.json.gz"),
+    "steam": Source("https://cseweb.ucsd.edu/~wckang/steam_reviews.json.gz", sha256=None, size=None,
+                    member=None, raw_file="steam_reviews.json.gz"),
+}
+
+
+def get_source(name: str) -> Source:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise SASRecError(f"unknown dataset {name!r}; choose one of: {', '.join(SOURCES)}") from None
+
+
+def raw_path(name: str, dest_dir: str | Path) -> Path:
+    """Where the raw interaction file of dataset ``name`` is (or will be) under ``dest_dir``."""
+    return Path(dest_dir) / get_source(name).raw_file
+
+
+def source_url(source: Source, base_url_override: str | None = None) -> str:
+    """The URL to fetch: the public one, or the same file name under ``base_url_override`` (a mirror)."""
+    if base_url_override is None:
+        return source.url
+    return base_url_override.rstrip("/") + "/" + source.filename
+
+
+def download(
+    name: str,
+    dest_dir: str | Path,
+    base_url_override: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Download dataset ``name``'s raw file into ``dest_dir`` and return the path of the interaction file.
+
+    An already present raw file is reused unless ``force``. For a zip archive the interaction member is
+    extracted next to it.
+
+    Raises:
+        SASRecError: unknown name, network failure or timeout (naming the URL and where to put the file by
+            hand), or checksum / size mismatch (the bad download is discarded).
+    """
+    source = get_source(name)
+    dest_dir = Path(dest_dir)
+    raw = dest_dir / source.raw_file
+    if raw.exists() and not force:
+        print(f"{raw} already present, not downloading (pass --force to download again)")
+        return raw
+    target = dest_dir / source.filename
+    url = source_url(source, base_url_override)
+    fetch(url, target, source.sha256, source.size, timeout=timeout, progress=progress)
+    if source.member:
+        extract_member(target, source.member, raw)
+    return raw
+
+
+def fetch(url: str, target: Path, sha256: str | None, size: int | None = None, *,
+          timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> str:
+    """Stream ``url`` into ``target`` atomically, verifying ``sha256`` and ``size`` when given.
+
+    Returns the sha256 of the downloaded file.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+
+    def copy(response, out) -> int:
+        total = response.headers.get("Content-Length")
+        bar = tqdm(total=int(total) if total and total.isdigit() else None, unit="B", unit_scale=True,
+                   desc=target.name, mininterval=0.5, disable=None if progress else True)
+        written = 0
+        with bar:
+            while block := response.read(_CHUNK):
+                digest.update(block)
+                out.write(block)
+                written += len(block)
+                bar.update(len(block))
+        return written
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            written = _write_atomically(target, lambda out: copy(response, out))
+    except (urllib.error.URLError, OSError) as exc:
+        reason = exc.reason if type(exc) is urllib.error.URLError else exc
+        raise SASRecError(f"could not download {url} ({reason}). If this machine has no internet access, "
+                          f"download the file elsewhere and put it at {target}") from None
+    got = digest.hexdigest()
+    problem = None
+    if size is not None and written != size:
+        problem = f"size mismatch: expected {size:,} bytes, got {written:,}"
+    elif sha256 is not None and got != sha256:
+        problem = f"sha256 mismatch: expected {sha256}, got {got}"
+    if problem:
+        target.unlink(missing_ok=True)
+        raise SASRecError(f"{url}: {problem}; the download was discarded (a truncated transfer, or the file "
+                          "changed upstream). Try again, or fetch it by hand and check it")
+    pinned = "matches the pinned checksum" if sha256 else "not pinned, record it to check later copies"
+    print(f"downloaded {target} ({written:,} bytes), sha256 {got} ({pinned})")
+    return got
+
+
+def _write_atomically(target: Path, write: Callable) -> int:
+    """Run ``write(binary_file)`` on a temporary file beside ``target``, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            result = write(out)
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, target)
+        return result
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _default_mode() -> int:
+    """The mode a newly created file gets (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def extract_member(archive: Path, member: str, dest: Path) -> Path:
+    """Extract one ``member`` of zip ``archive`` to ``dest`` (atomically)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src:
+            _write_atomically(dest, lambda out: shutil.copyfileobj(src, out, _CHUNK))
+    except KeyError:
+        raise SASRecError(f"{archive} has no member {member!r}; is it the right archive?") from None
+    except zipfile.BadZipFile as exc:
+        raise SASRecError(f"{archive} is not a valid zip file ({exc}); download it again") from None
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``sasrec download NAME [--dest DIR] [--preprocess]``."""
+    parser.add_argument("dataset", metavar="NAME", choices=sorted(SOURCES),
+                        help=f"dataset to download: {', '.join(sorted(SOURCES))}")
+    parser.add_argument("--dest", type=Path, default=Path("data/raw"),
+                        help="directory for the raw files (default: data/raw)")
+    parser.add_argument("--preprocess", action="store_true",
+                        help="then preprocess it with the paper's rules into --output")
+    parser.add_argument("--output", type=Path, default=Path("data"),
+                        help="--preprocess: output directory (default: data/)")
+    parser.add_argument("--base-url", help="fetch the same file name from this mirror instead")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"network timeout in seconds (default: {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--force", action="store_true",
+                        help="download again even if present, and overwrite preprocessed outputs")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``sasrec download`` with parsed ``args``; returns 0."""
+    raw = download(args.dataset, args.dest, args.base_url, args.timeout, force=args.force)
+    print(f"raw file: {raw}")
+    if args.preprocess:
+        from sasrec.data import preprocess  # local import: preprocess imports this module for --download
+
+        preset = preprocess.PRESETS[args.dataset]
+        stats = preprocess.preprocess_file(raw, args.output, preset.name, preset.fmt, force=args.force,
+                                           dataset=args.dataset)
+        print(preprocess.summary(stats, Path(args.output)))
+    return 0

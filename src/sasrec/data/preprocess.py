@@ -1,0 +1,399 @@
+"""Turn a raw interaction log into a SASRec-format dataset, following the paper's preprocessing.
+
+The rules are those of kang205/SASRec ``data/DataProcessing.py`` (see ``shared/data/PROVENANCE.md``):
+
+1. Implicit feedback: every interaction is kept whatever its rating.
+2. Interactions are counted per user and per item on the whole raw file, and every row whose user or item
+   has fewer than ``min_count`` (5) rows is dropped, in ONE pass: users left with fewer than 5 rows stay.
+   ``kcore=True`` instead repeats the filter until every user and item has at least ``min_count`` rows.
+3. Users are numbered 1.. in the order of their first kept row, items 1.. in the order of their first
+   appearance among kept rows (both in file order).
+4. Each user's rows are stable-sorted by timestamp (ties keep file order); output is grouped by user id.
+
+Outputs in the output directory, written atomically (temporary file + ``os.replace``): ``NAME.txt``
+(SASRec format), ``NAME.user_map.tsv`` and ``NAME.item_map.tsv`` (``new_id<TAB>original_id``; a tab,
+newline or backslash inside an original id is written as ``\\t``, ``\\n``, ``\\\\``) and ``NAME.stats.json``.
+
+The raw file is read once, streaming; only compact arrays (two int32 codes and one float64 timestamp per
+row) and one dict entry per distinct user and item are held in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from array import array
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sasrec.data.dataset import Sequences, file_sha256, write_sasrec_file
+from sasrec.data.readers import READERS, ReadStats, Row, read_rows
+from sasrec.errors import ConfigError, SASRecError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named public dataset: its raw format and the output name the paper's repository uses."""
+
+    name: str
+    fmt: str
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "ml-1m": Preset("ml-1m", "movielens-dat", "MovieLens-1M ratings.dat"),
+    "beauty": Preset("Beauty", "amazon-json", "Amazon 2014 reviews_Beauty.json.gz"),
+    "games": Preset("Video", "amazon-json", "Amazon 2014 reviews_Video_Games.json.gz"),
+    "steam": Preset("Steam", "steam", "UCSD steam_reviews.json.gz"),
+}
+
+OUTPUT_SUFFIXES = {"sequences": ".txt", "user_map": ".user_map.tsv", "item_map": ".item_map.tsv",
+                   "stats": ".stats.json"}
+
+_DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "space": " ", "semicolon": ";", "pipe": "|"}
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+@dataclass(frozen=True)
+class RawLog:
+    """The raw rows as compact arrays; ``users``/``items`` are codes into ``user_ids``/``item_ids``
+    (numbered by first appearance in the raw file), in file order."""
+
+    users: np.ndarray
+    items: np.ndarray
+    times: np.ndarray
+    user_ids: list[str]
+    item_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True)
+class Processed:
+    """The result: ``sequences`` (user ``u`` is file user ``u + 1``) and the original id of every new id."""
+
+    sequences: Sequences
+    user_ids: list[str]  # user_ids[new_id - 1] = original user id
+    item_ids: list[str]  # item_ids[new_id - 1] = original item id
+
+
+def collect(rows: Iterable[Row]) -> RawLog:
+    """Read all rows into compact arrays, interning the string ids (one dict entry per distinct id)."""
+    user_code: dict[str, int] = {}
+    item_code: dict[str, int] = {}
+    users, items, times = array("i"), array("i"), array("d")
+    for user, item, timestamp, _line in rows:
+        u = user_code.get(user)
+        if u is None:
+            u = user_code[user] = len(user_code)
+        i = item_code.get(item)
+        if i is None:
+            i = item_code[item] = len(item_code)
+        users.append(u)
+        items.append(i)
+        times.append(timestamp)
+    return RawLog(np.frombuffer(users, dtype=np.int32).astype(np.int64),
+                  np.frombuffer(items, dtype=np.int32).astype(np.int64),
+                  np.frombuffer(times, dtype=np.float64).copy(), list(user_code), list(item_code))
+
+
+def keep_mask(users: np.ndarray, items: np.ndarray, min_count: int, kcore: bool = False) -> np.ndarray:
+    """Rows to keep: those whose user and item have at least ``min_count`` rows.
+
+    One pass over the raw counts (the paper), or with ``kcore`` repeated until nothing changes.
+    """
+    keep = np.ones(len(users), dtype=bool)
+    if min_count <= 1:
+        return keep
+    while True:
+        user_count = np.bincount(users, weights=keep, minlength=1)
+        item_count = np.bincount(items, weights=keep, minlength=1)
+        new_keep = keep & (user_count[users] >= min_count) & (item_count[items] >= min_count)
+        if not kcore or new_keep.sum() == keep.sum():
+            return new_keep
+        keep = new_keep
+
+
+def _number_by_first_appearance(codes: np.ndarray, num_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber ``codes`` 1.. by first appearance; returns (new id of each row, old code of each new id)."""
+    unique, first = np.unique(codes, return_index=True)
+    old_codes = unique[np.argsort(first, kind="stable")]
+    new_id = np.zeros(num_codes, dtype=np.int64)
+    new_id[old_codes] = np.arange(1, len(old_codes) + 1)
+    return new_id[codes], old_codes
+
+
+def build(log: RawLog, keep: np.ndarray) -> Processed:
+    """Number users and items by first kept appearance and sort each user's rows by time (stable)."""
+    users, items, times = log.users[keep], log.items[keep], log.times[keep]
+    new_users, user_codes = _number_by_first_appearance(users, len(log.user_ids))
+    new_items, item_codes = _number_by_first_appearance(items, len(log.item_ids))
+    order = np.lexsort((np.arange(len(users)), times, new_users))  # last key is the primary one
+    lengths = np.bincount(new_users, minlength=len(user_codes) + 1)[1:]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    sequences = Sequences(offsets, new_items[order], len(item_codes))
+    return Processed(sequences, [log.user_ids[c] for c in user_codes], [log.item_ids[c] for c in item_codes])
+
+
+def preprocess_log(
+    log: RawLog, min_count: int = 5, kcore: bool = False, source: object = "input"
+) -> Processed:
+    """Apply the paper's rules (module docstring) to collected rows."""
+    if min_count < 0:
+        raise ConfigError(f"min count must be >= 0, not {min_count}")
+    keep = keep_mask(log.users, log.items, min_count, kcore)
+    if not keep.any():
+        raise SASRecError(f"{source}: no interactions left after keeping users and items with at least "
+                          f"{min_count} interactions (raw: {len(log)} rows, {len(log.user_ids)} users, "
+                          f"{len(log.item_ids)} items); try a lower --min-count")
+    return build(log, keep)
+
+
+def preprocess_rows(rows: Iterable[Row], min_count: int = 5, kcore: bool = False) -> Processed:
+    """Apply the paper's rules (module docstring) to raw rows, e.g. from a reader."""
+    return preprocess_log(collect(rows), min_count, kcore)
+
+
+def length_stats(lengths: np.ndarray) -> dict[str, float]:
+    """min / mean / median / p90 / p99 / max of the per-user sequence lengths."""
+    return {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 4),
+            "median": float(np.median(lengths)), "p90": float(np.percentile(lengths, 90)),
+            "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())}
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def output_paths(output_dir: str | Path, name: str) -> dict[str, Path]:
+    """The four output files for dataset ``name`` in ``output_dir``."""
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ConfigError(f"the dataset name must be a plain file name, not {name!r}")
+    return {key: Path(output_dir) / f"{name}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _write_map(ids: list[str], path: Path) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write("new_id\toriginal_id\n")
+        f.writelines(f"{n}\t{_escape(v)}\n" for n, v in enumerate(ids, start=1))
+
+
+def _write_json(data: dict, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def _default_mode() -> int:
+    """The mode a newly created file gets (0o666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def refuse_overwrite(paths: Iterable[Path], force: bool) -> None:
+    """Raise SASRecError if any of ``paths`` exists, unless ``force``."""
+    existing = [p for p in paths if p.exists()]
+    if existing and not force:
+        others = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
+        raise SASRecError(f"{existing[0]} already exists{others}; pass --force to overwrite")
+
+
+def write_atomically(writers: dict[Path, Callable[[Path], None]], force: bool = False) -> None:
+    """Write several files so that each appears complete or not at all.
+
+    Each writer fills a temporary file in the target's directory; only when all succeeded are they moved
+    into place with ``os.replace``. Refuses to overwrite an existing target unless ``force``.
+    """
+    refuse_overwrite(writers, force)
+    temps: dict[Path, Path] = {}
+    try:
+        for path, write in writers.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            temps[path] = Path(tmp)
+            write(temps[path])
+            os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the usual permissions
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def write_outputs(result: Processed, output_dir: str | Path, name: str, stats: dict,
+                  force: bool = False) -> dict[str, Path]:
+    """Write the sequences, the two id maps and the stats of ``result``; returns the paths."""
+    paths = output_paths(output_dir, name)
+    write_atomically({
+        paths["sequences"]: lambda p: write_sasrec_file(result.sequences, p),
+        paths["user_map"]: lambda p: _write_map(result.user_ids, p),
+        paths["item_map"]: lambda p: _write_map(result.item_ids, p),
+        paths["stats"]: lambda p: _write_json(stats, p),
+    }, force=force)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------- file-level
+
+
+def preprocess_file(
+    input_path: str | Path,
+    output_dir: str | Path,
+    name: str,
+    fmt: str,
+    *,
+    reader_options: dict | None = None,
+    min_count: int = 5,
+    kcore: bool = False,
+    skip_bad_lines: bool = False,
+    force: bool = False,
+    dataset: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Read ``input_path`` (format ``fmt``), preprocess it and write the outputs; returns the stats dict.
+
+    Raises:
+        DataError: bad input (see :mod:`sasrec.data.readers`).
+        SASRecError: outputs exist and ``force`` is False, or nothing is left after filtering.
+    """
+    paths = output_paths(output_dir, name)
+    refuse_overwrite(paths.values(), force)  # fail before the (possibly long) read
+    if min_count < 0:
+        raise ConfigError(f"min count must be >= 0, not {min_count}")
+    reader_options = dict(reader_options or {})
+    read_stats = ReadStats()
+    rows = read_rows(fmt, input_path, skip_bad_lines=skip_bad_lines, stats=read_stats, **reader_options)
+    rows = tqdm(rows, desc=f"reading {Path(input_path).name}", unit=" rows", unit_scale=True,
+                mininterval=0.5, disable=None if progress else True)
+    log = collect(rows)
+    result = preprocess_log(log, min_count, kcore, source=input_path)
+    seqs = result.sequences
+    stats = {
+        "name": name,
+        "users": seqs.num_users,
+        "items": seqs.num_items,
+        "interactions": int(len(seqs.items)),
+        "length": length_stats(seqs.lengths),
+        "raw": {"rows": len(log), "users": len(log.user_ids), "items": len(log.item_ids),
+                "lines": read_stats.lines, "skipped_lines": read_stats.skipped,
+                "skipped_examples": [{"line": n, "problem": p} for n, p in read_stats.examples]},
+        "settings": {"dataset": dataset, "format": fmt, "min_count": min_count,
+                     "filter": "iterative k-core" if kcore else "one pass on raw counts (paper)",
+                     "kcore": kcore, "skip_bad_lines": skip_bad_lines, "reader_options": reader_options},
+        "source": {"path": str(Path(input_path).resolve()), "bytes": Path(input_path).stat().st_size,
+                   "sha256": file_sha256(input_path)},
+        "outputs": {key: p.name for key, p in paths.items()},
+    }
+    write_outputs(result, output_dir, name, stats, force=force)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``sasrec preprocess`` (and ``data_preprocessing.py``)."""
+    parser.add_argument("--dataset", choices=sorted(PRESETS),
+                        help="public dataset preset: sets the raw format and the output name")
+    parser.add_argument("--input", type=Path, help="raw interaction file (.gz is read transparently)")
+    parser.add_argument("--output", type=Path, default=Path("data"), help="output directory (default: data/)")
+    parser.add_argument("--name", help="output NAME.txt (default: the preset's name or the input's stem)")
+    parser.add_argument("--format", choices=sorted(READERS), help="raw format (default: the preset's)")
+    parser.add_argument("--user-col", help="--format csv: user column (name; 0-based index if --no-header)")
+    parser.add_argument("--item-col", help="--format csv: item column")
+    parser.add_argument("--time-col", help="--format csv: timestamp column (default: none, file order)")
+    parser.add_argument("--delimiter", default=",", help="--format csv: one character, or tab/space/...")
+    parser.add_argument("--no-header", action="store_true", help="--format csv: the file has no header line")
+    parser.add_argument("--min-count", type=int, default=5,
+                        help="drop rows whose user or item has fewer interactions (default: 5)")
+    parser.add_argument("--kcore", action="store_true",
+                        help="iterate the filter to a k-core (the paper filters once on raw counts)")
+    parser.add_argument("--skip-bad-lines", action="store_true",
+                        help="skip and count malformed lines instead of stopping at the first")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--download", action="store_true",
+                        help="download the preset's public raw file first (into --raw-dir)")
+    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"),
+                        help="where --download puts raw files, and where they are looked for (data/raw)")
+
+
+def _reader_options(args: argparse.Namespace, fmt: str) -> dict:
+    given = {k: v for k, v in (("--user-col", args.user_col), ("--item-col", args.item_col),
+                               ("--time-col", args.time_col)) if v is not None}
+    if fmt != "csv":
+        if given or args.no_header or args.delimiter != ",":
+            raise ConfigError(f"{', '.join(given) or '--delimiter/--no-header'} only apply to --format csv")
+        return {}
+    if args.user_col is None or args.item_col is None:
+        raise ConfigError("--format csv needs --user-col and --item-col (and usually --time-col)")
+    delimiter = _DELIMITERS.get(args.delimiter, args.delimiter)
+    if len(delimiter) != 1:
+        raise ConfigError(f"--delimiter must be one character or one of {', '.join(_DELIMITERS)}")
+    return {"user_col": args.user_col, "item_col": args.item_col, "time_col": args.time_col,
+            "delimiter": delimiter, "header": not args.no_header}
+
+
+def _input_path(args: argparse.Namespace) -> Path:
+    if args.input is not None and args.download:
+        raise ConfigError("give either --input or --download, not both")
+    if args.input is not None:
+        return args.input
+    if args.dataset is None:
+        raise ConfigError("give --input PATH (or --dataset NAME with --download)")
+    from sasrec.data import download  # local import: download imports this module for --preprocess
+
+    if args.download:
+        return download.download(args.dataset, args.raw_dir)
+    local = download.raw_path(args.dataset, args.raw_dir)
+    if local.exists():
+        return local
+    raise ConfigError(f"no --input given and {local} does not exist; pass --input PATH, or --download to "
+                      f"fetch {download.SOURCES[args.dataset].url}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``sasrec preprocess`` with parsed ``args``; prints a summary and returns 0."""
+    preset = PRESETS.get(args.dataset) if args.dataset else None
+    fmt = args.format or (preset.fmt if preset else None)
+    if fmt is None:
+        raise ConfigError("give --dataset NAME or --format FORMAT")
+    options = _reader_options(args, fmt)
+    input_path = _input_path(args)
+    name = args.name or (preset.name if preset else Path(input_path).name.split(".")[0])
+    stats = preprocess_file(input_path, args.output, name, fmt, reader_options=options,
+                            min_count=args.min_count, kcore=args.kcore, skip_bad_lines=args.skip_bad_lines,
+                            force=args.force, dataset=args.dataset)
+    print(summary(stats, Path(args.output)))
+    return 0
+
+
+def summary(stats: dict, output_dir: Path) -> str:
+    """A few human-readable lines about a finished run."""
+    raw, length = stats["raw"], stats["length"]
+    lines = [
+        f"wrote {output_dir / stats['outputs']['sequences']} (+ id maps and {stats['outputs']['stats']})",
+        f"  {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions; "
+        f"length min {length['min']}, median {length['median']:g}, mean {length['mean']:.2f}, "
+        f"max {length['max']}",
+        f"  raw: {raw['rows']:,} rows, {raw['users']:,} users, {raw['items']:,} items; "
+        f"filter: min count {stats['settings']['min_count']}, {stats['settings']['filter']}",
+    ]
+    if raw["skipped_lines"]:
+        first = "; ".join(f"line {e['line']}: {e['problem']}" for e in raw["skipped_examples"][:3])
+        lines.append(f"  skipped {raw['skipped_lines']:,} bad lines ({first})")
+    return "\n".join(lines)
