@@ -120,11 +120,72 @@ def run_download(args: argparse.Namespace) -> int:
     return download.run(args)
 
 
+def _add_run_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
+    p.add_argument("--run", required=True, help="a run directory written by `sasrec train`")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                   help="which checkpoint (default best)")
+    if data_dir:
+        p.add_argument("--data-dir", help="where to look for the run's dataset file and id maps, if moved")
+        p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+
+
+def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
+    _add_run_arguments(p)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="an original user id of the run's dataset (history: the user's sequence)")
+    who.add_argument("--history", help="comma-separated original item ids, oldest first, e.g. '1193,661,914'")
+    p.add_argument("--k", type=int, default=10, help="number of recommendations (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--include-seen", action="store_true", help="allow the history's items in the results")
+    p.add_argument("--skip-unknown", action="store_true",
+                   help="ignore item ids not in the catalogue (default: name them and stop)")
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    from sasrec.recommend import recommend_command
+
+    return recommend_command(args)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    _add_run_arguments(p)
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the service)")
+    p.add_argument("--max-batch", type=int, default=256,
+                   help="most histories per /recommend/batch (default 256)")
+    p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        from sasrec.serve import serve_command
+    except ImportError as exc:
+        raise SASRecError(f"serving needs fastapi and uvicorn ({exc}): pip install 'sasrec[serve]'") from None
+    return serve_command(args)
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    _add_run_arguments(p, data_dir=False)
+    p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
+    p.add_argument("--out", help="output file (default RUN_DIR/model.onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from sasrec.export import export_command
+
+    return export_command(args)
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "preprocess": ("turn a raw dataset into the SASRec format", add_preprocess_arguments, run_preprocess),
     "download": ("fetch a public dataset and preprocess it", add_download_arguments, run_download),
     "train": ("train SASRec, validate, test the best epoch", add_train_arguments, run_train),
     "evaluate": ("evaluate a run or a baseline (sampled and full ranking)", add_evaluate_arguments, run_evaluate),
+    "recommend": ("top-k recommendations for a user or a history", add_recommend_arguments, run_recommend),
+    "serve": ("serve recommendations over HTTP (FastAPI)", add_serve_arguments, run_serve),
+    "export": ("export the scoring network (ONNX)", add_export_arguments, run_export),
 }
 
 

@@ -1,0 +1,235 @@
+"""The recommendation API (sasrec.recommend) and the `sasrec recommend` command.
+
+``make_run`` builds a tiny run directory (random-init model, dataset file and id maps) in milliseconds; the
+serving and export tests import it too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sasrec.checkpoint import save_checkpoint
+from sasrec.cli import main
+from sasrec.config import Config
+from sasrec.data.dataset import Sequences, file_sha256, write_sasrec_file
+from sasrec.errors import ConfigError, SASRecError
+from sasrec.model import SASRec
+from sasrec.recommend import Recommender, UnknownItemsError, read_id_map
+
+NUM_ITEMS, MAXLEN = 20, 10
+ITEM_IDS = [f"m{100 + i}" for i in range(1, NUM_ITEMS)] + ["tab\there"]  # the last needs unescaping
+USER_IDS = ["alice", "bob", "carol", "dave", "erin", "frank"]
+
+
+def tiny_sequences(seed: int = 0) -> Sequences:
+    """Six users of 12..15 distinct items each, every item 1..NUM_ITEMS used."""
+    rng = np.random.default_rng(seed)
+    seqs = [list(rng.permutation(NUM_ITEMS)[: 12 + u % 4] + 1) for u in range(len(USER_IDS))]
+    seqs[0] = list(range(1, NUM_ITEMS + 1))[:15]
+    seqs[1] = list(range(NUM_ITEMS, 0, -1))[:15]
+    return Sequences.from_lists(seqs, NUM_ITEMS)
+
+
+def write_map(path: Path, ids: list[str]) -> None:
+    escaped = [i.replace("\\", "\\\\").replace("\t", "\\t") for i in ids]
+    path.write_text("new_id\toriginal_id\n" + "".join(f"{n}\t{v}\n" for n, v in enumerate(escaped, start=1)))
+
+
+def make_run(root: Path, maps: bool = True, seed: int = 0, **config: object) -> Path:
+    """A run directory in ``root/run`` over ``root/data/tiny.txt`` (+ id maps unless ``maps=False``)."""
+    data_dir = root / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_file = data_dir / "tiny.txt"
+    write_sasrec_file(tiny_sequences(), data_file)
+    if maps:
+        write_map(data_dir / "tiny.item_map.tsv", ITEM_IDS)
+        write_map(data_dir / "tiny.user_map.tsv", USER_IDS)
+    cfg = Config(dataset=str(data_file), maxlen=MAXLEN, hidden=8, num_blocks=2, num_heads=2, dropout=0.0,
+                 **config)
+    torch.manual_seed(seed)
+    model = SASRec(NUM_ITEMS, maxlen=cfg.maxlen, hidden=cfg.hidden, num_blocks=cfg.num_blocks,
+                   num_heads=cfg.num_heads, dropout=cfg.dropout)
+    run_dir = root / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
+    (run_dir / "fingerprint.json").write_text(json.dumps({"dataset": f"sha256:{file_sha256(data_file)}"}))
+    save_checkpoint(run_dir / "best.safetensors", model, {"epoch": 0, "num_items": NUM_ITEMS})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("rec"))
+
+
+@pytest.fixture(scope="module")
+def rec(run_dir: Path) -> Recommender:
+    return Recommender.load(run_dir)
+
+
+def reference_scores(rec: Recommender, internal: list[int]) -> np.ndarray:
+    """Scores (num_items + 1,) computed straight from the model on the last maxlen items."""
+    with torch.no_grad():
+        seq = torch.tensor([internal[-MAXLEN:]])
+        return rec.model.score(rec.model.last_hidden(seq))[0].numpy()
+
+
+# ------------------------------------------------------------------------------------------------ API
+
+
+def test_id_map_round_trip_and_unescape(run_dir: Path, rec: Recommender) -> None:
+    assert read_id_map(run_dir.parent / "data" / "tiny.item_map.tsv") == ITEM_IDS
+    assert rec.item_id(NUM_ITEMS) == "tab\there"
+    assert rec.item_index("m101") == 1 and rec.item_index("1") is None
+
+
+def test_recommend_returns_original_ids_in_score_order(rec: Recommender) -> None:
+    history = ["m103", "m105", "tab\there"]
+    got = rec.recommend(history, k=5)
+    scores = reference_scores(rec, [3, 5, NUM_ITEMS])
+    scores[[0, 3, 5, NUM_ITEMS]] = -np.inf
+    expected = np.argsort(-scores, kind="stable")[:5]
+    assert [item for item, _ in got] == [ITEM_IDS[i - 1] for i in expected]
+    np.testing.assert_allclose([s for _, s in got], scores[expected], rtol=1e-5)
+
+
+def test_seen_items_excluded_and_padding_never_recommended(rec: Recommender) -> None:
+    history = ["m101", "m102", "m102", "m107"]
+    everything = rec.recommend(history, k=NUM_ITEMS, exclude_seen=False)
+    assert len(everything) == NUM_ITEMS and {i for i, _ in everything} == set(ITEM_IDS)
+    unseen = rec.recommend(history, k=NUM_ITEMS)
+    assert len(unseen) == NUM_ITEMS - 3
+    assert not {"m101", "m102", "m107"} & {i for i, _ in unseen}
+    assert "<pad>" not in {i for i, _ in everything}
+
+
+def test_long_history_keeps_most_recent_items(rec: Recommender) -> None:
+    recent = ITEM_IDS[5:15]  # exactly maxlen items
+    a = rec.recommend(ITEM_IDS[:5] + recent, k=NUM_ITEMS, exclude_seen=False)
+    b = rec.recommend(["m119", "m118"] + recent, k=NUM_ITEMS, exclude_seen=False)
+    c = rec.recommend(recent, k=NUM_ITEMS, exclude_seen=False)
+    assert [i for i, _ in a] == [i for i, _ in b] == [i for i, _ in c]
+    np.testing.assert_allclose([s for _, s in a], [s for _, s in c], rtol=1e-6)
+    # ... but the older items are still excluded as seen
+    assert not set(ITEM_IDS[:15]) & {i for i, _ in rec.recommend(ITEM_IDS[:15], k=5)}
+
+
+def test_unknown_items_error_or_skip(rec: Recommender) -> None:
+    with pytest.raises(UnknownItemsError, match="'nope'.*'m999'") as info:
+        rec.recommend(["m101", "nope", "m999"])
+    assert info.value.ids == ["nope", "m999"]
+    assert isinstance(info.value, SASRecError)
+    assert rec.recommend(["m101", "nope"], unknown="skip") == rec.recommend(["m101"])
+    with pytest.raises(SASRecError, match="no known item"):
+        rec.recommend(["nope"], unknown="skip")
+    with pytest.raises(SASRecError, match="empty"):
+        rec.recommend([])
+    with pytest.raises(ConfigError, match="between 1 and"):
+        rec.recommend(["m101"], k=NUM_ITEMS + 1)
+    with pytest.raises(ConfigError, match="between 1 and"):
+        rec.recommend(["m101"], k=0)
+
+
+def test_batch_matches_single(rec: Recommender) -> None:
+    histories = [["m101"], ITEM_IDS[:15], ["m110", "m104", "m110"], ITEM_IDS[3:6]]
+    rec_small = Recommender(rec.model, ITEM_IDS, chunk_size=3)  # forces two chunks
+    batch = rec_small.recommend_batch(histories, k=4)
+    for history, row in zip(histories, batch, strict=True):
+        single = rec.recommend(history, k=4)
+        assert [i for i, _ in row] == [i for i, _ in single]
+        np.testing.assert_allclose([s for _, s in row], [s for _, s in single], rtol=1e-5, atol=1e-6)
+    with pytest.raises(UnknownItemsError, match="index 2"):
+        rec.recommend_batch([["m101"], ["m102"], ["zzz"]])
+
+
+def test_recommend_user_uses_full_sequence(rec: Recommender) -> None:
+    seq = tiny_sequences()
+    history = [ITEM_IDS[i - 1] for i in seq[2].tolist()]
+    assert rec.user_history("carol") == history
+    assert rec.recommend_user("carol", k=3) == rec.recommend(history, k=3)
+    with pytest.raises(SASRecError, match="unknown user 'zoe'"):
+        rec.recommend_user("zoe")
+
+
+def test_similar_items(rec: Recommender) -> None:
+    got = rec.similar_items("m105", k=4)
+    assert len(got) == 4 and "m105" not in {i for i, _ in got}
+    weight = torch.nn.functional.normalize(rec.model.item_emb.weight.detach(), dim=1)
+    cos = (weight @ weight[5]).numpy()
+    cos[[0, 5]] = -np.inf
+    expected = np.argsort(-cos, kind="stable")[:4]
+    assert [i for i, _ in got] == [ITEM_IDS[i - 1] for i in expected]
+    assert len(rec.similar_items("m105", k=NUM_ITEMS)) == NUM_ITEMS - 1
+    with pytest.raises(UnknownItemsError):
+        rec.similar_items("nope")
+
+
+def test_without_maps_ids_are_the_datasets_integers(tmp_path: Path) -> None:
+    rec = Recommender.load(make_run(tmp_path, maps=False))
+    got = rec.recommend([3, "4"], k=3)
+    assert all(i.isdigit() and 1 <= int(i) <= NUM_ITEMS for i, _ in got)
+    assert rec.recommend([3, 4], k=3) == got
+    assert rec.recommend_user(1, k=2) == rec.recommend_user("1", k=2)
+    with pytest.raises(UnknownItemsError):
+        rec.recommend([0])
+    with pytest.raises(UnknownItemsError):
+        rec.recommend(["m101"])
+
+
+def test_missing_dataset_is_reported_and_data_dir_overrides(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path)
+    moved = tmp_path / "moved"
+    (tmp_path / "data").rename(moved)
+    with pytest.raises(SASRecError, match="data_dir"):
+        Recommender.load(run_dir)
+    rec = Recommender.load(run_dir, data_dir=moved)
+    assert rec.recommend_user("alice", k=2)[0][0] in ITEM_IDS
+
+
+def test_trained_run(tmp_path: Path) -> None:
+    """End to end with a run written by sasrec.train (1 epoch)."""
+    from sasrec.config import resolve
+    from sasrec.train import train
+
+    make_run(tmp_path)  # writes the data files
+    config = resolve({"dataset": str(tmp_path / "data" / "tiny.txt"), "epochs": 1, "hidden": 8, "maxlen": 10,
+                      "quiet": True, "eval_negatives": 5, "out": str(tmp_path / "trained")})
+    train(config)
+    rec = Recommender.load(tmp_path / "trained")
+    assert [i for i, _ in rec.recommend_user("bob", k=3)][0] in ITEM_IDS
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_json_and_table(run_dir: Path, rec: Recommender, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["recommend", "--run", str(run_dir), "--history", "m101, m102,m103", "--k", "3", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in out["items"]] == [1, 2, 3]
+    assert [(r["item_id"], r["score"]) for r in out["items"]] == [
+        (i, pytest.approx(s, rel=1e-5)) for i, s in rec.recommend(["m101", "m102", "m103"], k=3)]
+
+    assert main(["recommend", "--run", str(run_dir), "--user", "alice", "--k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["rank", "item", "id", "score"] and len(lines) == 3
+    assert lines[1].split()[:2] == ["1", rec.recommend_user("alice", k=2)[0][0]]
+
+
+def test_cli_seen_and_unknown(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["recommend", "--run", str(run_dir), "--k", str(NUM_ITEMS), "--json"]
+    assert main([*args, "--history", "m101,m102", "--include-seen"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["items"]) == NUM_ITEMS
+    assert main([*args, "--history", "m101,bogus"]) == 2
+    assert "'bogus'" in capsys.readouterr().err
+    assert main([*args, "--history", "m101,bogus", "--skip-unknown"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["skipped"] == ["bogus"] and len(out["items"]) == NUM_ITEMS - 1
+    assert main(["recommend", "--run", str(run_dir), "--user", "zoe"]) == 2
+    assert "unknown user" in capsys.readouterr().err
+    assert main(["recommend", "--run", str(run_dir), "--history", "m101", "--k", "0"]) == 2
