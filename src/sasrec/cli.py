@@ -43,6 +43,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, help="stop after N validations without improvement (0: never)")
     p.add_argument("--metric", help="validation metric for model selection (default NDCG@10)")
     p.add_argument("--val-protocol", choices=("sampled", "full"), help="validation protocol (default sampled)")
+    p.add_argument("--eval-negatives", type=int, help="negatives per user in the sampled protocol (default 100)")
     p.add_argument("--seed", type=int, help="random seed (default 42)")
     p.add_argument("--device", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")

@@ -164,11 +164,13 @@ class Evaluator:
         bounds = range(0, self.num_items + 1, chunk)
         # Pass 1 takes the target's score from the same score block that pass 2 compares it with, so
         # float rounding can never make the target beat or tie an item computed by another kernel.
-        target_score = torch.empty(B)
+        target_score = torch.empty(0)
         blocks = []
         for lo in bounds:
             items = torch.arange(lo, min(lo + chunk, self.num_items + 1))
             scores = scorer.score(state, items)
+            if lo == 0:
+                target_score = torch.empty(B, dtype=scores.dtype)
             inside = (targets >= lo) & (targets < lo + len(items))
             target_score[inside] = scores[inside.nonzero()[:, 0], targets[inside] - lo]
             if len(bounds) == 1:
@@ -176,7 +178,8 @@ class Evaluator:
         ranks = torch.zeros(B, dtype=torch.int64)
         for lo in bounds:
             items = torch.arange(lo, min(lo + chunk, self.num_items + 1))
-            scores = blocks[0] if blocks else scorer.score(state, items)
+            # Our own copy: the masking below writes into it, and a scorer may return a view of its state.
+            scores = (blocks[0] if blocks else scorer.score(state, items)).clone()
             if lo == 0:
                 scores[:, 0] = -torch.inf  # padding id, not an item
             if self.filter_seen:

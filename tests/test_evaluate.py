@@ -1,0 +1,180 @@
+"""Metrics against slow obvious definitions; protocols' candidates, ties, leakage and chunking."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import sasrec.evaluate as evaluate_module
+from sasrec.baselines import PopularityScorer, TransitionScorer
+from sasrec.data.dataset import Sequences, split_leave_one_out
+from sasrec.data.synthetic import make_synthetic
+from sasrec.evaluate import Evaluator, sample_unseen_without_replacement
+from sasrec.metrics import ranking_metrics
+from sasrec.sampling import ItemSets
+
+
+def slow_metrics(scores: np.ndarray, relevant: list[set[int]], k: int) -> dict[str, float]:
+    """Sort each user's candidates (ties: relevant items last), then apply the textbook definitions."""
+    totals = dict.fromkeys(("HR", "NDCG", "Precision", "Recall", "MRR"), 0.0)
+    for row, rel in zip(scores, relevant, strict=True):
+        order = sorted(range(len(row)), key=lambda c: (-row[c], c in rel))
+        top = order[:k]
+        hits = [i for i, c in enumerate(top) if c in rel]
+        totals["HR"] += 1.0 if hits else 0.0
+        totals["Precision"] += len(hits) / k
+        totals["Recall"] += len(hits) / len(rel)
+        dcg = sum(1 / math.log2(i + 2) for i in hits)
+        idcg = sum(1 / math.log2(i + 2) for i in range(min(len(rel), k)))
+        totals["NDCG"] += dcg / idcg
+        totals["MRR"] += 1 / (hits[0] + 1) if hits else 0.0
+    return {f"{name}@{k}": v / len(scores) for name, v in totals.items()}
+
+
+def positions_from_scores(scores: np.ndarray, relevant: list[set[int]]) -> np.ndarray:
+    """Pessimistic positions, the way the protocols compute them, for several relevant items per user."""
+    width = max(map(len, relevant))
+    out = np.full((len(scores), width), -1)
+    for u, (row, rel) in enumerate(zip(scores, relevant, strict=True)):
+        for j, r in enumerate(sorted(rel)):
+            others = [c for c in range(len(row)) if c not in rel]
+            above_others = sum(row[c] >= row[r] for c in others)
+            above_relevant = sum(row[c] > row[r] or (row[c] == row[r] and c < r) for c in rel if c != r)
+            out[u, j] = above_others + above_relevant
+    return out
+
+
+@pytest.mark.parametrize("num_relevant", [1, 3])
+def test_metrics_match_slow_reference_with_ties(num_relevant: int) -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=(40, 25)).astype(float)  # few distinct values: many ties
+    relevant = [set(rng.choice(25, size=rng.integers(1, num_relevant + 1), replace=False).tolist())
+                for _ in range(40)]
+    positions = positions_from_scores(scores, relevant)
+    for k in (1, 3, 5, 10):
+        got = ranking_metrics(positions, (k,))
+        expected = slow_metrics(scores, relevant, k)
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_hand_computed_single_item() -> None:
+    m = ranking_metrics(np.array([0, 1, 9, 10]), (10,))
+    assert m["HR@10"] == pytest.approx(3 / 4)
+    assert m["NDCG@10"] == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(11)) / 4)
+    assert m["MRR@10"] == pytest.approx((1 + 1 / 2 + 1 / 10) / 4)
+    assert m["Recall@10"] == m["HR@10"]
+    assert m["Precision@10"] == pytest.approx(m["HR@10"] / 10)
+
+
+class ConstantScorer:
+    def __init__(self, num_items: int):
+        self.num_items = num_items
+
+    def encode(self, histories: Sequences, users: np.ndarray) -> int:
+        return len(users)
+
+    def score(self, batch: int, items: torch.Tensor) -> torch.Tensor:
+        return torch.ones(batch, items.shape[-1])
+
+
+class RandomScorer:
+    """Fixed random score per (user, item), recording the histories it was given."""
+
+    def __init__(self, num_users: int, num_items: int, seed: int = 0):
+        self.num_items = num_items
+        self.table = torch.from_numpy(np.random.default_rng(seed).random((num_users, num_items + 1)))
+        self.seen_histories: dict[int, list[int]] = {}
+
+    def encode(self, histories: Sequences, users: np.ndarray) -> torch.Tensor:
+        for u in users:
+            self.seen_histories[int(u)] = histories[u].tolist()
+        return torch.from_numpy(users)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        rows = self.table[users]
+        return rows[:, items] if items.dim() == 1 else rows.gather(1, items)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return split_leave_one_out(make_synthetic(num_users=300, num_items=120, seed=3))
+
+
+def test_ties_are_pessimistic(split) -> None:
+    full = Evaluator(split, "test", "full").run(ConstantScorer(split.num_items))
+    sampled = Evaluator(split, "test", "sampled", num_negatives=60).run(ConstantScorer(split.num_items))
+    assert full.metrics["HR@10"] == 0.0 and full.metrics["HR@50"] == 0.0
+    assert sampled.metrics["HR@50"] == 0.0  # 60 tied negatives all rank above the target
+
+
+@pytest.mark.parametrize("filter_seen", [True, False])
+@pytest.mark.parametrize("budget", [1 << 25, 50])  # 50 forces many item chunks
+def test_full_ranking_matches_slow_loop(split, filter_seen: bool, budget: int, monkeypatch) -> None:
+    monkeypatch.setattr(evaluate_module, "SCORE_BUDGET", budget)
+    scorer = RandomScorer(split.num_users, split.num_items)
+    result = Evaluator(split, "test", "full", filter_seen=filter_seen, ks=(1, 10)).run(scorer, batch_size=7)
+    history, targets = split.history("test"), split.targets("test")
+    ranks = []
+    for u in range(split.num_users):
+        if targets[u] == 0:
+            continue
+        row = scorer.table[u].numpy()
+        excluded = {0, targets[u]} | (set(history[u].tolist()) if filter_seen else set())
+        ranks.append(sum(row[i] >= row[targets[u]] for i in range(split.num_items + 1) if i not in excluded))
+    expected = ranking_metrics(np.array(ranks), (1, 10))
+    assert result.users == len(ranks)
+    for key, value in expected.items():
+        assert result.metrics[key] == pytest.approx(value, abs=1e-12)
+
+
+def test_sampled_negatives_are_unseen_distinct_and_reproducible(split) -> None:
+    a = Evaluator(split, "test", "sampled", num_negatives=60, seed=5)
+    b = Evaluator(split, "test", "sampled", num_negatives=60, seed=5)
+    np.testing.assert_array_equal(a.negatives, b.negatives)
+    full = split.history("test")
+    for row, u in zip(a.negatives, a.users, strict=True):
+        assert len(set(row.tolist())) == 60
+        assert not set(row.tolist()) & (set(full[u].tolist()) | {int(split.test[u]), 0})
+    scorer = RandomScorer(split.num_users, split.num_items)
+    assert a.run(scorer).metrics == b.run(scorer).metrics
+
+
+def test_popularity_negatives_follow_popularity() -> None:
+    seqs = Sequences.from_lists([[1, 2, 3]] * 50 + [[4, 5, 6]], num_items=400)
+    sets = ItemSets(Sequences.from_lists([[1]], num_items=400))
+    weights = np.ones(400)
+    weights[399] = 10_000.0  # item 400 dominates
+    negatives = sample_unseen_without_replacement(np.random.default_rng(0), sets, np.zeros(200, dtype=np.int64),
+                                                  5, 400, weights=weights)
+    assert (negatives == 400).any(axis=1).mean() > 0.95
+    del seqs
+
+
+def test_no_test_item_leaks_into_validation_input(split) -> None:
+    scorer = RandomScorer(split.num_users, split.num_items)
+    Evaluator(split, "valid", "full").run(scorer)
+    for u, history in scorer.seen_histories.items():
+        assert history == split.train[u].tolist()
+        assert split.test[u] not in history[-1:] or split.test[u] in split.train[u].tolist()
+    scorer = RandomScorer(split.num_users, split.num_items)
+    Evaluator(split, "test", "full").run(scorer)
+    for u, history in scorer.seen_histories.items():
+        assert history == split.train[u].tolist() + [int(split.valid[u])]
+
+
+def test_max_users_subset_is_seeded(split) -> None:
+    a = Evaluator(split, "test", "full", max_users=50, seed=1)
+    b = Evaluator(split, "test", "full", max_users=50, seed=1)
+    assert len(a.users) == 50
+    np.testing.assert_array_equal(a.users, b.users)
+
+
+def test_transition_baseline_beats_popularity_on_sequential_data(split) -> None:
+    history = split.history("test")
+    pop = Evaluator(split, "test", "full").run(PopularityScorer(history)).metrics["HR@10"]
+    trans = Evaluator(split, "test", "full").run(TransitionScorer(history)).metrics["HR@10"]
+    assert trans > pop

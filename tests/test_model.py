@@ -1,0 +1,163 @@
+"""The model computes what the reference computes, respects causality, and ignores padding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sasrec.losses import BCELoss
+from sasrec.model import SASRec
+
+
+def make_model(norm_first: bool = False, dropout: float = 0.0, maxlen: int = 8, heads: int = 1) -> SASRec:
+    torch.manual_seed(0)
+    model = SASRec(num_items=20, maxlen=maxlen, hidden=12, num_blocks=2, num_heads=heads, dropout=dropout,
+                   norm_first=norm_first)
+    with torch.no_grad():  # non-zero biases and LayerNorm affine, so nothing hides behind a zero
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    return model.double().eval()
+
+
+def reference_forward(model: SASRec, history: list[int]) -> torch.Tensor:
+    """kang205/SASRec's computation, written out: left-padded window of maxlen, positions 0..maxlen-1,
+    padding keys masked, timeline mask after every block. Returns the states of the real positions."""
+    L, d = model.maxlen, model.item_emb.embedding_dim
+    seq = torch.tensor([0] * (L - len(history)) + history)
+    real = (seq > 0).double()[:, None]
+    x = model.item_emb.weight[seq] * math.sqrt(d) + model.pos_emb.weight[torch.arange(L)]
+    x = x * real
+    allowed = torch.tril(torch.ones(L, L, dtype=torch.bool)) & (seq > 0)[None, :]
+    for block in model.blocks:
+        attn = block.attn
+        h = attn.num_heads
+
+        def attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+            q = attn.q_proj(queries).view(L, h, d // h).transpose(0, 1)
+            k, v = attn.kv_proj(keys).view(L, 2, h, d // h).permute(1, 2, 0, 3)
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(d // h)
+            scores = scores.masked_fill(~allowed, -1e30)
+            return attn.out_proj((torch.softmax(scores, -1) @ v).transpose(0, 1).reshape(L, d))
+
+        if block.norm_first:
+            n = block.attn_norm(x)
+            x = x + attention(n, n)
+            x = x + block.ffn(block.ffn_norm(x))
+        else:
+            q = block.attn_norm(x)
+            x = q + attention(q, x)
+            y = block.ffn_norm(x)
+            x = y + block.ffn(y)
+        x = x * real
+    return model.last_norm(x)[L - len(history) :]
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("heads", [1, 2])
+def test_matches_reference_left_padded_computation(norm_first: bool, heads: int) -> None:
+    model = make_model(norm_first, heads=heads)
+    histories = [[3, 5, 7], [1, 2, 3, 4, 5, 6, 7, 8], [9]]
+    width = max(map(len, histories))
+    batch = torch.tensor([h + [0] * (width - len(h)) for h in histories])
+    with torch.no_grad():
+        out = model(batch)
+        for row, h in enumerate(histories):
+            expected = reference_forward(model, h)
+            torch.testing.assert_close(out[row, : len(h)], expected, rtol=1e-10, atol=1e-10)
+
+
+def test_causality_future_items_do_not_change_the_past() -> None:
+    model = make_model()
+    a = torch.tensor([[4, 2, 7, 1, 9, 3]])
+    b = a.clone()
+    b[0, 3:] = torch.tensor([11, 12, 13])
+    with torch.no_grad():
+        out_a, out_b = model(a), model(b)
+    torch.testing.assert_close(out_a[0, :3], out_b[0, :3])
+    assert not torch.allclose(out_a[0, 3:], out_b[0, 3:])
+
+
+def test_padding_does_not_change_real_positions() -> None:
+    model = make_model()
+    alone = torch.tensor([[4, 2, 7]])
+    padded = torch.tensor([[4, 2, 7, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(alone)[0], model(padded)[0, :3])
+
+
+def test_long_history_positions_follow_the_reference_window() -> None:
+    """The most recent item always sits at position maxlen - 1, whatever the row's length."""
+    model = make_model(maxlen=8)
+    with torch.no_grad():
+        short = model(torch.tensor([[5, 6]]))
+        longer = model(torch.tensor([[5, 6, 0, 0]]))
+    torch.testing.assert_close(short, longer[:, :2])
+    torch.testing.assert_close(short[0], reference_forward(model, [5, 6]))
+
+
+def test_trimmed_batch_gives_same_loss_and_gradients_as_padded() -> None:
+    model = make_model(dropout=0.0).float().train()
+    loss_fn = BCELoss(1)
+    seq = torch.tensor([[3, 4, 5, 0], [7, 8, 0, 0]])
+    pos = torch.tensor([[4, 5, 6, 0], [8, 9, 0, 0]])
+    neg = torch.tensor([[[11], [12], [13], [0]], [[14], [15], [0], [0]]])
+
+    def loss_and_grads(width: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        s = F.pad(seq, (0, width - seq.shape[1]))
+        p = F.pad(pos, (0, width - pos.shape[1]))
+        n = F.pad(neg, (0, 0, 0, width - neg.shape[1]))
+        real = p > 0
+        loss = loss_fn(model(s)[real], p[real], n[real], model.item_emb.weight)
+        loss.backward()
+        return loss.detach(), [q.grad.clone() for q in model.parameters()]
+
+    trimmed_loss, trimmed_grads = loss_and_grads(3)
+    full_loss, full_grads = loss_and_grads(model.maxlen)
+    torch.testing.assert_close(trimmed_loss, full_loss, rtol=1e-5, atol=1e-5)
+    for a, b in zip(trimmed_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_row_starts_at_zero_and_scores_shape() -> None:
+    model = SASRec(num_items=30, maxlen=5, hidden=8)
+    assert model.item_emb.weight[0].abs().sum() == 0
+    hidden = torch.randn(4, 8)
+    assert model.score(hidden).shape == (4, 31)
+    assert model.score(hidden, torch.tensor([1, 2, 3])).shape == (4, 3)
+    assert model.score(hidden, torch.randint(1, 31, (4, 6))).shape == (4, 6)
+
+
+def test_fast_dropout_keeps_expected_fraction_and_mean() -> None:
+    model = SASRec(num_items=5, maxlen=4, hidden=8, dropout=0.3).train()
+    model.set_dropout_generator(np.random.default_rng(0))
+    x = torch.ones(200_000)
+    y = model.emb_dropout(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.01
+    # Same generator state, same mask: dropout is reproducible.
+    model.set_dropout_generator(np.random.default_rng(0))
+    torch.testing.assert_close(model.emb_dropout(x), y)
+
+
+def test_tiny_model_fits_tiny_dataset() -> None:
+    """With enough steps, the training loss of a small deterministic dataset must approach zero."""
+    torch.manual_seed(0)
+    model = SASRec(num_items=6, maxlen=5, hidden=16, num_blocks=1, dropout=0.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.9, 0.98))
+    loss_fn = BCELoss(1)
+    seq = torch.tensor([[1, 2, 3, 4, 5], [2, 3, 4, 5, 0]])
+    pos = torch.tensor([[2, 3, 4, 5, 6], [3, 4, 5, 6, 0]])
+    neg = torch.tensor([[[6], [1], [2], [3], [4]], [[1], [2], [3], [4], [0]]])  # never the target
+    real = pos > 0
+    for _ in range(300):
+        loss = loss_fn(model(seq)[real], pos[real], neg[real], model.item_emb.weight)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05

@@ -1,0 +1,132 @@
+"""Training runs: determinism, kill-and-resume, checkpoints, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sasrec.checkpoint import load_checkpoint, save_checkpoint
+from sasrec.cli import main
+from sasrec.config import resolve
+from sasrec.data.dataset import Sequences, write_sasrec_file
+from sasrec.data.synthetic import make_synthetic
+from sasrec.errors import ConfigError, SASRecError
+from sasrec.model import SASRec
+from sasrec.train import train
+
+TINY = {"hidden": 16, "maxlen": 20, "epochs": 3, "quiet": True, "batch_size": 64}
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "small.txt"
+    write_sasrec_file(make_synthetic(num_users=300, num_items=400, seed=1), path)
+    return path
+
+
+def run_log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_same_seed_gives_identical_runs(small_file: Path, tmp_path: Path) -> None:
+    results = []
+    for name in ("a", "b"):
+        config = resolve({**TINY, "dataset": str(small_file), "out": str(tmp_path / name), "seed": 7})
+        results.append(train(config))
+    assert results[0]["sampled"]["metrics"] == results[1]["sampled"]["metrics"]
+    strip = [[{k: v for k, v in r.items() if "seconds" not in k} for r in run_log(tmp_path / n)] for n in "ab"]
+    assert strip[0] == strip[1]
+    other = train(resolve({**TINY, "dataset": str(small_file), "out": str(tmp_path / "c"), "seed": 8}))
+    assert other["sampled"]["metrics"] != results[0]["sampled"]["metrics"]
+
+
+def test_kill_and_resume_equals_uninterrupted_run(small_file: Path, tmp_path: Path) -> None:
+    args = ["--dataset", str(small_file), "--hidden", "16", "--maxlen", "20", "--batch-size", "16",
+            "--epochs", "8", "--patience", "0", "--seed", "3", "--quiet"]
+    assert main(["train", *args, "--out", str(tmp_path / "whole")]) == 0
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "sasrec", "train", *args, "--out", str(killed)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "log.jsonl").exists() and len((killed / "log.jsonl").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.json").exists()
+    assert main(["train", "--resume", str(killed), "--quiet"]) == 0
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    resumed = json.loads((killed / "results.json").read_text())
+    assert resumed["sampled"]["metrics"] == whole["sampled"]["metrics"]
+    assert resumed["full"]["metrics"] == whole["full"]["metrics"]
+    assert [r["loss"] for r in run_log(killed)] == [r["loss"] for r in run_log(tmp_path / "whole")]
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = SASRec(num_items=10, maxlen=5, hidden=8)
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.tensor([[1, 2, 3]])).sum().backward()
+    optimizer.step()
+    rng_state = torch.get_rng_state()
+    save_checkpoint(tmp_path / "c.safetensors", model, {"epoch": 3, "num_items": 10}, optimizer, {"rng": rng_state})
+    copy = SASRec(num_items=10, maxlen=5, hidden=8)
+    copy_opt = torch.optim.Adam(copy.parameters())
+    meta, extra = load_checkpoint(tmp_path / "c.safetensors", copy, copy_opt)
+    assert meta["epoch"] == 3
+    for (name, a), b in zip(model.state_dict().items(), copy.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    saved, loaded = optimizer.state_dict()["state"], copy_opt.state_dict()["state"]
+    assert saved.keys() == loaded.keys()
+    for index, state in saved.items():
+        assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(loaded[index][k])) for k, v in state.items())
+    assert torch.equal(extra["rng"], rng_state)
+    assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temporary file
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"dropout": -0.1}, "dropout"),
+    ({"maxlen": 0}, "maxlen"),
+    ({"hidden": 50, "num_heads": 3}, "divisible"),
+    ({"preset": "nope"}, "unknown preset"),
+])
+def test_bad_hyperparameters_are_clear_errors(override: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve(override)
+
+
+def test_cli_reports_user_errors_without_traceback(capsys, tmp_path: Path) -> None:
+    assert main(["train", "--dropout", "-1"]) == 2
+    assert "dropout" in capsys.readouterr().err
+    assert main(["train", "--dataset", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err
+
+
+def test_dataset_too_small_to_split(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.txt"
+    write_sasrec_file(Sequences.from_lists([[1, 2], [2, 3]]), path)
+    with pytest.raises(SASRecError, match="too small"):
+        train(resolve({**TINY, "dataset": str(path), "out": str(tmp_path / "run")}))
+
+
+def test_default_run_on_embedded_dataset_learns(tmp_path: Path) -> None:
+    """The quick-start run (embedded data) beats the popularity floor it is compared with."""
+    config = resolve({"epochs": 10, "quiet": True, "out": str(tmp_path / "run")})
+    results = train(config)
+    from sasrec.baselines import PopularityScorer
+    from sasrec.data.dataset import split_leave_one_out
+    from sasrec.evaluate import Evaluator
+
+    split = split_leave_one_out(make_synthetic())
+    pop = Evaluator(split, "test", "full").run(PopularityScorer(split.history("test"))).metrics["NDCG@10"]
+    assert results["full"]["metrics"]["NDCG@10"] > 2 * pop
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
