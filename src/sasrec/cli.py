@@ -36,6 +36,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--l2-emb", type=float, help="L2 penalty on the item embedding (default 0)")
     p.add_argument("--loss", help="training loss: bce (paper), ce, sampled-ce, gbce")
     p.add_argument("--negatives", type=int, help="negatives per position for bce/sampled-ce/gbce (default 1)")
+    p.add_argument("--loss-option", action="append", metavar="KEY=VALUE",
+                   help="loss option, repeatable: t=0.75 (gbce), in_batch=true (sampled-ce), chunk_size=8192 (ce)")
     p.add_argument("--batching", choices=("random", "shuffle", "bucket"),
                    help="batch composition: random = the reference's sampler; bucket (default) groups users of "
                         "similar length so batches carry little padding")
@@ -56,10 +58,25 @@ def run_train(args: argparse.Namespace) -> int:
     from sasrec.config import resolve
     from sasrec.train import train
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func", "config", "resume")}
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("command", "func", "config", "resume", "loss_option")}
+    if args.loss_option:
+        overrides["loss_options"] = dict(_parse_option(o) for o in args.loss_option)
     config = resolve(overrides, args.config)
     train(config, resume=args.resume)
     return 0
+
+
+def _parse_option(text: str) -> tuple[str, float | bool]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SASRecError(f"--loss-option {text!r}: expected KEY=VALUE, e.g. t=0.75")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    try:
+        return key, float(value)
+    except ValueError:
+        raise SASRecError(f"--loss-option {text!r}: {value!r} is not a number or true/false") from None
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
