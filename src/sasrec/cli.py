@@ -43,6 +43,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "similar length so batches carry little padding")
     p.add_argument("--eval-every", type=int, help="validate every N epochs (default 1)")
     p.add_argument("--patience", type=int, help="stop after N validations without improvement (0: never)")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch that ends past this wall time")
     p.add_argument("--metric", help="validation metric for model selection (default NDCG@10)")
     p.add_argument("--val-protocol", choices=("sampled", "full"), help="validation protocol (default sampled)")
     p.add_argument("--eval-negatives", type=int, help="negatives per user in the sampled protocol (default 100)")

@@ -39,6 +39,7 @@ class Config:
     # validation and model selection (validation split only)
     eval_every: int = 1
     patience: int = 20  # evaluations without improvement before stopping; 0 disables early stopping
+    max_minutes: float = 0.0  # stop after the first epoch that ends past this wall time (0: no limit)
     metric: str = "NDCG@10"
     val_protocol: str = "sampled"
     eval_negatives: int = 100
@@ -63,6 +64,7 @@ class Config:
             (self.l2_emb >= 0, f"l2_emb must be >= 0, got {self.l2_emb}"),
             (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
             (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
+            (self.max_minutes >= 0, f"max_minutes must be >= 0, got {self.max_minutes}"),
             (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
              f"device must be cpu, cuda or auto, got {self.device!r}"),
             (self.val_protocol in ("sampled", "full"),

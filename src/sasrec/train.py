@@ -130,6 +130,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         cfg = self.config
         log_path = self.run_dir / "log.jsonl"
+        started = time.perf_counter()
         while self.epoch < cfg.epochs:
             start = time.perf_counter()
             loss, positions = self.train_epoch()
@@ -158,6 +159,9 @@ class Trainer:
                 print(_format_record(record, cfg.metric), flush=True)
             if stop:
                 print(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations", flush=True)
+                break
+            if cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes:
+                print(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}", flush=True)
                 break
         return self.best
 
