@@ -130,3 +130,13 @@ def test_default_run_on_embedded_dataset_learns(tmp_path: Path) -> None:
     pop = Evaluator(split, "test", "full").run(PopularityScorer(split.history("test"))).metrics["NDCG@10"]
     assert results["full"]["metrics"]["NDCG@10"] > 2 * pop
     assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+
+
+def test_run_directory_is_locked_while_training(tmp_path: Path) -> None:
+    from sasrec.train import _lock_run_dir
+
+    held = _lock_run_dir(tmp_path)
+    with pytest.raises(SASRecError, match="in use"):
+        _lock_run_dir(tmp_path)
+    held.close()
+    _lock_run_dir(tmp_path).close()

@@ -185,9 +185,11 @@ class Trainer:
         torch.set_rng_state(extra["torch_rng"])
         log_path = self.run_dir / "log.jsonl"
         if log_path.exists():
-            lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["epoch"] <= self.epoch]
-            atomic_write_text(log_path, "".join(ln + "\n" for ln in kept))
+            records = {}  # by epoch: drops lines newer than the checkpoint and any repeated epoch
+            for line in log_path.read_text().splitlines():
+                if line.strip() and json.loads(line)["epoch"] <= self.epoch:
+                    records[json.loads(line)["epoch"]] = line
+            atomic_write_text(log_path, "".join(records[e] + "\n" for e in sorted(records)))
 
     def test(self) -> dict[str, Any]:
         """Evaluate the best checkpoint once on the test split, under both protocols."""
@@ -211,6 +213,21 @@ def _format_record(record: dict[str, Any], metric: str) -> str:
     return text
 
 
+def _lock_run_dir(run_dir: Path) -> object:
+    """An exclusive lock on the run directory, so two processes never train into it at once."""
+    handle = open(run_dir / ".lock", "w")
+    try:
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # Windows: no advisory locks, carry on
+        pass
+    except OSError:
+        handle.close()
+        raise SASRecError(f"{run_dir} is in use by another training process; wait for it or stop it") from None
+    return handle
+
+
 def default_run_dir(config: Config) -> Path:
     name = Path(config.dataset).stem if config.dataset not in ("synthetic",) else "synthetic"
     return Path("runs") / f"{name}-{config.loss}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -229,6 +246,7 @@ def train(config: Config, resume: str | None = None, data: Sequences | None = No
         if (run_dir / "last.safetensors").exists():
             raise SASRecError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_run_dir(run_dir)  # noqa: F841 - held until training ends
     trainer = Trainer(config, run_dir, data)
     if resume:
         trainer.resume()
