@@ -18,7 +18,7 @@ def make_model(norm_first: bool = False, dropout: float = 0.0, maxlen: int = 8, 
     model = SASRec(num_items=20, maxlen=maxlen, hidden=12, num_blocks=2, num_heads=heads, dropout=dropout,
                    norm_first=norm_first)
     with torch.no_grad():  # non-zero biases and LayerNorm affine, so nothing hides behind a zero
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     return model.double().eval()
@@ -161,3 +161,16 @@ def test_tiny_model_fits_tiny_dataset() -> None:
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.05
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("blocks", [0, 1, 2])
+def test_last_hidden_equals_forward_at_last_positions(norm_first: bool, heads: int, blocks: int) -> None:
+    torch.manual_seed(1)
+    model = SASRec(num_items=20, maxlen=8, hidden=12, num_blocks=blocks, num_heads=heads, dropout=0.0,
+                   norm_first=norm_first).double().eval()
+    seq = torch.tensor([[3, 5, 7, 0, 0], [1, 2, 3, 4, 5], [9, 0, 0, 0, 0]])
+    with torch.no_grad():
+        expected = model(seq)[torch.arange(3), torch.tensor([2, 4, 0])]
+        torch.testing.assert_close(model.last_hidden(seq), expected, rtol=1e-10, atol=1e-10)
