@@ -24,6 +24,17 @@ def make_model(norm_first: bool = False, dropout: float = 0.0, maxlen: int = 8, 
     return model.double().eval()
 
 
+def reference_attention(attn, queries: torch.Tensor, keys: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Attention as the reference writes it: scores, masked softmax (disallowed keys get -inf), values."""
+    L, d = queries.shape
+    h = attn.num_heads
+    q = attn.q_proj(queries).view(L, h, d // h).transpose(0, 1)
+    k, v = attn.kv_proj(keys).view(L, 2, h, d // h).permute(1, 2, 0, 3)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(d // h)
+    scores = scores.masked_fill(~allowed, -1e30)
+    return attn.out_proj((torch.softmax(scores, -1) @ v).transpose(0, 1).reshape(L, d))
+
+
 def reference_forward(model: SASRec, history: list[int]) -> torch.Tensor:
     """kang205/SASRec's computation, written out: left-padded window of maxlen, positions 0..maxlen-1,
     padding keys masked, timeline mask after every block. Returns the states of the real positions."""
@@ -34,15 +45,9 @@ def reference_forward(model: SASRec, history: list[int]) -> torch.Tensor:
     x = x * real
     allowed = torch.tril(torch.ones(L, L, dtype=torch.bool)) & (seq > 0)[None, :]
     for block in model.blocks:
-        attn = block.attn
-        h = attn.num_heads
 
-        def attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-            q = attn.q_proj(queries).view(L, h, d // h).transpose(0, 1)
-            k, v = attn.kv_proj(keys).view(L, 2, h, d // h).permute(1, 2, 0, 3)
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(d // h)
-            scores = scores.masked_fill(~allowed, -1e30)
-            return attn.out_proj((torch.softmax(scores, -1) @ v).transpose(0, 1).reshape(L, d))
+        def attention(queries: torch.Tensor, keys: torch.Tensor, attn=block.attn) -> torch.Tensor:
+            return reference_attention(attn, queries, keys, allowed)
 
         if block.norm_first:
             n = block.attn_norm(x)
