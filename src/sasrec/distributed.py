@@ -15,15 +15,22 @@ How the work is split between the N processes ("ranks"):
 * **Batch size.** ``batch_size`` is the *global* batch: each optimizer step consumes ``batch_size`` users,
   about ``batch_size / N`` per rank, so the learning rate means what it means in a single process.
 * **Loss.** The losses average over the real (non-padding) positions of a batch, and ranks hold different
-  numbers of positions. DDP averages gradients over ranks, so rank r's mean loss is multiplied by
-  ``P_r * N / P`` (its positions, the world size, the global batch's positions; :func:`loss_weight`):
-  ``(1/N) sum_r grad(mean_r * P_r * N / P) = grad(sum_r sum_r-positions / P)``, the single-process
-  gradient of the whole batch. Terms that do not depend on the batch (``l2_emb``) are added unweighted:
-  DDP's average of N equal gradients is that gradient.
+  numbers of positions. With ``S_r`` the sum of rank r's per-position losses over its ``P_r`` positions
+  (its mean loss is ``S_r / P_r``) and ``P = sum_r P_r``, the single-process loss is ``sum_r S_r / P``.
+  DDP *averages* gradients over the N ranks, so rank r's mean loss is multiplied by ``P_r * N / P``
+  (:func:`loss_weight`): ``(1/N) sum_r grad(S_r / P_r * P_r * N / P) = grad(sum_r S_r / P)``, exactly the
+  single-process gradient of the whole batch. Every rank knows ``P`` without communication, since it
+  sampled the whole batch. Terms that do not depend on the batch (``l2_emb``) are added unweighted: DDP's
+  average of N equal gradients is that gradient. This holds for every loss whose value is a mean of
+  per-position terms (bce, ce, sampled-ce, gbce); ``sampled-ce`` with ``in_batch`` takes its negatives
+  from the batch's other rows, which are then the rank's own rows only (as in most DDP systems), so it is
+  not identical to the single-process run.
 * **Evaluation.** Users are split across ranks (:func:`shard`), each rank adds up its metric sums, and
   :func:`all_reduce_sums` adds them over ranks before dividing, so the metrics are the single-process ones
   (up to the order of float64 additions, about 1e-16).
 * **Side effects.** Only rank 0 (``DistInfo.is_main``) writes checkpoints, logs, plots and prints.
+* **Decisions.** Every rank must leave the training loop at the same epoch. Early stopping is decided on
+  all-reduced metrics, so ranks agree; a clock-based stop must go through :func:`any_rank`.
 
 A rank that dies or hangs makes the others fail after at most ``SASREC_DIST_TIMEOUT`` seconds (default
 600) with a one-line :class:`sasrec.errors.SASRecError` (:func:`fail_clearly`) instead of waiting forever.
@@ -171,9 +178,24 @@ def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
 
 
 def rank_seed(seed: int, epoch: int, info: DistInfo) -> int:
-    """A torch seed for ``(seed, epoch, rank)``: dropout masks differ across ranks, and ``--resume`` can
-    re-create them from the epoch number alone (no per-rank RNG state to save)."""
+    """A seed for ``(seed, epoch, rank)`` (see :func:`seed_epoch`)."""
     return int(np.random.SeedSequence([seed, epoch, info.rank]).generate_state(1)[0])
+
+
+def seed_epoch(seed: int, epoch: int, info: DistInfo, *generators: np.random.Generator) -> None:
+    """Distributed only: reseed torch and ``generators`` (e.g. the dropout masks' NumPy generator) in place
+    from ``(seed, epoch, rank)`` at the start of an epoch.
+
+    Ranks then draw different dropout masks (the same seed everywhere would repeat one rank's masks on the
+    others' rows), and ``--resume`` re-creates every rank's masks from the epoch number alone, although
+    the checkpoint holds rank 0's generator states only. No-op in a single process.
+    """
+    if not info.enabled:
+        return
+    value = rank_seed(seed, epoch, info)
+    torch.manual_seed(value)
+    for generator in generators:
+        generator.bit_generator.state = np.random.default_rng(value).bit_generator.state
 
 
 # ---------------------------------------------------------------------------------------------- sharding
@@ -235,6 +257,15 @@ def mean_over_ranks(value: float, info: DistInfo) -> float:
     """The mean of ``value`` over ranks (``value`` itself in a single process)."""
     sums, _ = all_reduce_sums({"value": value}, 0, info)
     return sums["value"] / info.world
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True on every rank if ``flag`` is true on any: for decisions all ranks must take together (stopping
+    on a wall-clock budget, say), which a rank must never take alone or the others wait on it forever."""
+    if not info.enabled:
+        return bool(flag)
+    sums, _ = all_reduce_sums({"flag": float(bool(flag))}, 0, info)
+    return sums["flag"] > 0
 
 
 def evaluate(evaluator: Evaluator, scorer: Scorer, info: DistInfo, batch_size: int = 1024) -> EvalResult:

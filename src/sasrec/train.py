@@ -8,6 +8,9 @@ A run directory holds everything about one run:
     best.safetensors   weights of the epoch with the best validation metric
     learning_curve.png validation HR@10 / NDCG@10 per evaluated epoch, and the loss per epoch
     results.json       test metrics of the best checkpoint under both protocols (written once, at the end)
+
+Under ``torchrun`` every process trains on its share of each global batch and evaluates its share of the
+users, and only rank 0 writes the run directory (see :mod:`sasrec.distributed`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ import torch
 from tqdm import tqdm
 
 import sasrec
+from sasrec import distributed
 from sasrec.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from sasrec.config import Config, dataset_path
 from sasrec.data.dataset import Sequences, Split, file_sha256, read_sasrec_file, split_leave_one_out
+from sasrec.distributed import DistInfo
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.evaluate import Evaluator, ModelScorer
 from sasrec.losses import make_loss
@@ -66,11 +71,17 @@ def git_commit() -> str | None:
 
 
 class Trainer:
-    """Owns one run: data, model, optimizer, sampler, validation evaluator and the run directory."""
+    """Owns one run: data, model, optimizer, sampler, validation evaluator and the run directory.
 
-    def __init__(self, config: Config, run_dir: Path, data: Sequences | None = None, fingerprint: str = ""):
+    ``dist``: this process's place in a torchrun job (default: a single process). Only its main rank writes.
+    """
+
+    def __init__(self, config: Config, run_dir: Path, data: Sequences | None = None, fingerprint: str = "",
+                 dist: DistInfo | None = None):
         self.config = config
         self.run_dir = run_dir
+        self.dist = dist or DistInfo()
+        self.quiet = config.quiet or not self.dist.is_main
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -81,8 +92,9 @@ class Trainer:
         if int((self.split.valid > 0).sum()) == 0:
             raise SASRecError("dataset too small to split: no user has 3 or more interactions "
                               "(leave-one-out needs one training, one validation and one test item)")
-        self.device = pick_device(config.device)
+        self.device = self.dist.device if self.dist.enabled else pick_device(config.device)
         self.model = build_model(config, data.num_items).to(self.device)
+        self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
         self.model.set_dropout_generator(self.dropout_rng)
@@ -98,20 +110,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self) -> tuple[float, int]:
-        """One pass of the sampler; returns (mean loss, real positions trained on)."""
+        """One pass of the sampler; returns (mean loss, real positions trained on).
+
+        Distributed, every rank draws the same global batches and trains on its rows of each; its mean loss
+        is weighted so that DDP's gradient average is the whole batch's gradient (``shard_batch``).
+        """
         self.model.train()
+        # Distributed: per-rank dropout masks, re-created by --resume (no-op in a single process).
+        distributed.seed_epoch(self.config.seed, self.epoch, self.dist, self.dropout_rng)
         total, steps, positions = 0.0, 0, 0
         batches = self.sampler.epoch_order()
-        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, disable=self.config.quiet, unit="batch")
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, disable=self.quiet, unit="batch")
         for users in bar:
             batch = self.sampler.make_batch(users)
+            positions += int((batch.pos > 0).sum())  # the global batch's, the same on every rank
+            batch, share = distributed.shard_batch(batch, self.dist)  # (batch, 1.0) in a single process
             seq = torch.from_numpy(batch.seq).to(self.device)
             pos = torch.from_numpy(batch.pos).to(self.device)
             neg = torch.from_numpy(batch.neg).to(self.device)
             real = pos > 0
-            hidden = self.model(seq)[real]  # (P, d): only real positions enter the loss
+            hidden = self.net(seq)[real]  # (P, d): only real positions enter the loss
             weight = self.model.item_emb.weight
-            loss = self.loss_fn(hidden, pos[real], neg[real], weight)
+            loss = self.loss_fn(hidden, pos[real], neg[real], weight) * share
             if self.config.l2_emb:
                 loss = loss + self.config.l2_emb * 0.5 * weight.pow(2).sum()  # tf l2_regularizer, as reference
             self.optimizer.zero_grad(set_to_none=True)
@@ -119,12 +139,11 @@ class Trainer:
             self.optimizer.step()
             total += loss.item()
             steps += 1
-            positions += int(real.sum())
             bar.set_postfix(loss=f"{total / steps:.4f}")
-        return total / max(steps, 1), positions
+        return distributed.mean_over_ranks(total, self.dist) / max(steps, 1), positions
 
     def validate(self) -> dict[str, float]:
-        return self.validator.run(ModelScorer(self.model, self.device)).metrics
+        return distributed.evaluate(self.validator, ModelScorer(self.model, self.device), self.dist).metrics
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -147,21 +166,28 @@ class Trainer:
                 value = metrics[cfg.metric] if cfg.metric in metrics else self._metric_missing(metrics)
                 if value > self.best["value"]:
                     self.best = {"epoch": self.epoch, "value": value, "bad_evals": 0}
-                    save_checkpoint(self.run_dir / "best.safetensors", self.model,
-                                    {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items})
+                    if self.dist.is_main:
+                        meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
+                        save_checkpoint(self.run_dir / "best.safetensors", self.model, meta)
                 else:
                     self.best["bad_evals"] += 1
                     stop = cfg.patience > 0 and self.best["bad_evals"] >= cfg.patience
-            with open(log_path, "a") as f:  # log first: resume drops lines newer than the checkpoint
-                f.write(json.dumps(record) + "\n")
-            self._save_last()
-            if not cfg.quiet:
+            if self.dist.is_main:
+                with open(log_path, "a") as f:  # log first: resume drops lines newer than the checkpoint
+                    f.write(json.dumps(record) + "\n")
+                self._save_last()
+            if not self.quiet:
                 print(_format_record(record, cfg.metric), flush=True)
             if stop:
-                print(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations", flush=True)
+                if self.dist.is_main:
+                    print(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations",
+                          flush=True)
                 break
-            if cfg.max_minutes and time.perf_counter() - started > 60 * cfg.max_minutes:
-                print(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}", flush=True)
+            over_budget = time.perf_counter() - started > 60 * cfg.max_minutes
+            if cfg.max_minutes and distributed.any_rank(over_budget, self.dist):  # all ranks stop together
+                if self.dist.is_main:
+                    print(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}",
+                          flush=True)
                 break
         return self.best
 
@@ -184,7 +210,7 @@ class Trainer:
         self.dropout_rng.bit_generator.state = meta["dropout_rng"]
         torch.set_rng_state(extra["torch_rng"])
         log_path = self.run_dir / "log.jsonl"
-        if log_path.exists():
+        if log_path.exists() and self.dist.is_main:
             records = {}  # by epoch: drops lines newer than the checkpoint and any repeated epoch
             for line in log_path.read_text().splitlines():
                 if line.strip() and json.loads(line)["epoch"] <= self.epoch:
@@ -193,6 +219,7 @@ class Trainer:
 
     def test(self) -> dict[str, Any]:
         """Evaluate the best checkpoint once on the test split, under both protocols."""
+        distributed.barrier(self.dist)  # rank 0 may still be writing best.safetensors
         if (self.run_dir / "best.safetensors").exists():
             load_checkpoint(self.run_dir / "best.safetensors", self.model)
         scorer = ModelScorer(self.model, self.device)
@@ -200,8 +227,9 @@ class Trainer:
         for protocol in ("sampled", "full"):
             evaluator = Evaluator(self.split, "test", protocol, num_negatives=self.config.eval_negatives,
                                   seed=self.config.seed)
-            results[protocol] = evaluator.run(scorer).to_json()
-        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+            results[protocol] = distributed.evaluate(evaluator, scorer, self.dist).to_json()
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
         return results
 
 
@@ -234,7 +262,19 @@ def default_run_dir(config: Config) -> Path:
 
 
 def train(config: Config, resume: str | None = None, data: Sequences | None = None) -> dict[str, Any]:
-    """Train (or resume) a run, then test its best checkpoint; returns the test results."""
+    """Train (or resume) a run, then test its best checkpoint; returns the test results.
+
+    Under torchrun (``WORLD_SIZE`` set) this process joins the job's process group first.
+    """
+    info = distributed.init_from_env(pick_device(config.device))
+    try:
+        with distributed.fail_clearly(info):
+            return _train(config, resume, data, info)
+    finally:
+        distributed.cleanup(info)
+
+
+def _train(config: Config, resume: str | None, data: Sequences | None, info: DistInfo) -> dict[str, Any]:
     if resume:
         run_dir = Path(resume)
         if not (run_dir / "last.safetensors").exists():
@@ -242,34 +282,40 @@ def train(config: Config, resume: str | None = None, data: Sequences | None = No
         saved = json.loads((run_dir / "config.json").read_text())
         config = Config(**{**saved, "device": config.device, "quiet": config.quiet})
     else:
-        run_dir = Path(config.out) if config.out else default_run_dir(config)
+        # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
+        run_dir = Path(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
         if (run_dir / "last.safetensors").exists():
             raise SASRecError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock_run_dir(run_dir)  # noqa: F841 - held until training ends
-    trainer = Trainer(config, run_dir, data)
+    lock = _lock_run_dir(run_dir) if info.is_main else None  # noqa: F841 - held until training ends
+    trainer = Trainer(config, run_dir, data, dist=info)
+    quiet = trainer.quiet  # --quiet, or not rank 0
     if resume:
         trainer.resume()
-        print(f"resuming {run_dir} after epoch {trainer.epoch}", flush=True)
-    else:
+        if info.is_main:
+            print(f"resuming {run_dir} after epoch {trainer.epoch}", flush=True)
+    elif info.is_main:
         atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
         atomic_write_text(run_dir / "fingerprint.json", json.dumps(
             {"dataset": trainer.fingerprint, "sasrec_version": sasrec.__version__, "git_commit": git_commit(),
              "torch": torch.__version__, "numpy": np.__version__}, indent=2))
-    if not config.quiet:
+    if not quiet:
         s = trainer.split
         print(f"run {run_dir}: {s.num_users} users, {s.num_items} items, {len(s.train.items)} training items; "
-              f"{sum(p.numel() for p in trainer.model.parameters())} parameters", flush=True)
+              f"{sum(p.numel() for p in trainer.model.parameters())} parameters"
+              + (f"; {info.world} processes ({info.backend})" if info.enabled else ""), flush=True)
     try:
         trainer.fit()
     except KeyboardInterrupt:
-        print(f"\ninterrupted after epoch {trainer.epoch}; continue with --resume {run_dir}", flush=True)
+        if info.is_main:
+            print(f"\ninterrupted after epoch {trainer.epoch}; continue with --resume {run_dir}", flush=True)
         raise
-    from sasrec.plots import plot_learning_curve
+    if info.is_main:
+        from sasrec.plots import plot_learning_curve
 
-    plot_learning_curve(run_dir / "log.jsonl", run_dir / "learning_curve.png")
+        plot_learning_curve(run_dir / "log.jsonl", run_dir / "learning_curve.png")
     results = trainer.test()
-    if not config.quiet:
+    if not quiet:
         print(f"best epoch {results['best_epoch']} (validation {config.metric} "
               f"{results[f'valid_{config.metric}']:.4f}); test metrics:")
         for protocol in ("sampled", "full"):
