@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import FIXTURES, shared_file
 
 from sasrec.data import preprocess
 from sasrec.data.dataset import file_sha256, read_sasrec_file
 from sasrec.data.preprocess import keep_mask, preprocess_file, preprocess_rows, write_atomically
 from sasrec.data.readers import read_rows
 from sasrec.errors import ConfigError, DataError, SASRecError
-
-FIXTURES = Path(__file__).parent / "fixtures"
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SASREC_SHARED_DATA") or REPO / ".." / "shared" / "data")
-
-
-def shared_file(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"{path} not present (set SASREC_SHARED_DATA to the shared data directory)")
-    return path
 
 
 def rows_of(triples: list[tuple[str, str, int]]) -> list[tuple[str, str, int, int]]:

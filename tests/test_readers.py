@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+from helpers import FIXTURES, shared_file
 
 from sasrec.data.dataset import read_sasrec_file
 from sasrec.data.readers import READERS, ReadStats, read_csv, read_rows
 from sasrec.errors import DataError, SASRecError
-
-FIXTURES = Path(__file__).parent / "fixtures"
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SASREC_SHARED_DATA") or REPO / ".." / "shared" / "data")
-
-
-def shared_file(name: str) -> Path:
-    path = SHARED / name
-    if not path.exists():
-        pytest.skip(f"{path} not present (set SASREC_SHARED_DATA to the shared data directory)")
-    return path
 
 
 def gzipped(path: Path, tmp_path: Path) -> Path:
