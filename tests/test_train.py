@@ -140,3 +140,9 @@ def test_run_directory_is_locked_while_training(tmp_path: Path) -> None:
         _lock_run_dir(tmp_path)
     held.close()
     _lock_run_dir(tmp_path).close()
+
+
+def test_position_weighting_defaults_follow_batching() -> None:
+    assert resolve({}).position_weighting is True
+    assert resolve({"batching": "random"}).position_weighting is False
+    assert resolve({"batching": "random", "position_weighting": True}).position_weighting is True

@@ -41,6 +41,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batching", choices=("random", "shuffle", "bucket"),
                    help="batch composition: random = the reference's sampler; bucket (default) groups users of "
                         "similar length so batches carry little padding")
+    _bool_flag(p, "position-weighting", "weigh every position alike across batches (default: on unless "
+               "--batching random, the reference's per-batch mean)")
     p.add_argument("--eval-every", type=int, help="validate every N epochs (default 1)")
     p.add_argument("--patience", type=int, help="stop after N validations without improvement (0: never)")
     p.add_argument("--max-minutes", type=float, help="stop after the epoch that ends past this wall time")

@@ -36,6 +36,11 @@ class Config:
     negatives: int = 1
     loss_options: dict[str, float] = field(default_factory=dict)
     batching: str = "bucket"  # "random" is the reference's sampler (see sampling.TrainSampler)
+    # Scale each batch's mean loss by its share of the epoch's positions, so every position weighs the same
+    # whatever batch it lands in (as in the reference's random batches, on average). Length-bucketed
+    # batches hold very different numbers of positions; unweighted, a batch of short sequences moves the
+    # model as much as one of long ones. ``resolve`` turns it on unless batching is "random".
+    position_weighting: bool = False
     # validation and model selection (validation split only)
     eval_every: int = 1
     patience: int = 20  # evaluations without improvement before stopping; 0 disables early stopping
@@ -112,6 +117,7 @@ def resolve(overrides: dict[str, Any], config_file: str | None = None) -> Config
     values = {k: v for k, v in (load_preset(preset) if preset else {}).items() if k in FIELDS}
     values.update(given)
     values["preset"] = preset
+    values.setdefault("position_weighting", values.get("batching", Config.batching) != "random")
     config = Config(**values)
     config.validate()
     return config

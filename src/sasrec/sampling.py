@@ -106,6 +106,10 @@ class TrainSampler:
             batches = [batches[i] for i in self.rng.permutation(len(batches))]
         return batches
 
+    def positions(self, batches: list[np.ndarray]) -> int:
+        """Real (trained) positions in ``batches``."""
+        return int(self.example_lengths[np.concatenate(batches)].sum()) if batches else 0
+
     def make_batch(self, users: np.ndarray) -> Batch:
         """Right-padded, trimmed ``seq``/``pos`` and negatives for ``users`` (one vectorised gather)."""
         n = self.example_lengths[users]  # real positions per row

@@ -120,11 +120,17 @@ class Trainer:
         distributed.seed_epoch(self.config.seed, self.epoch, self.dist, self.dropout_rng)
         total, steps, positions = 0.0, 0, 0
         batches = self.sampler.epoch_order()
+        mean_positions = self.sampler.positions(batches) / len(batches)
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, disable=self.quiet, unit="batch")
         for users in bar:
             batch = self.sampler.make_batch(users)
             positions += int((batch.pos > 0).sum())  # the global batch's, the same on every rank
-            batch, share = distributed.shard_batch(batch, self.dist)  # (batch, 1.0) in a single process
+            if self.config.position_weighting:
+                share = float((batch.pos > 0).sum()) / mean_positions
+            else:
+                share = 1.0
+            batch, rank_share = distributed.shard_batch(batch, self.dist)  # (batch, 1.0) in a single process
+            share *= rank_share
             seq = torch.from_numpy(batch.seq).to(self.device)
             pos = torch.from_numpy(batch.pos).to(self.device)
             neg = torch.from_numpy(batch.neg).to(self.device)
