@@ -212,10 +212,21 @@ def sample_unseen_without_replacement(rng: np.random.Generator, sets: ItemSets, 
         short = int(((pool - per_user - 1) < n).sum())
         raise ConfigError(f"{short} users have fewer than {n} unseen items to sample as negatives; "
                           f"lower the number of negatives or use the full protocol")
-    out = np.zeros((U, n), dtype=np.int64)
+    p = None if weights is None else weights / weights.sum()
+    # Blocks of users bound the temporary arrays (a few (block, 2n) arrays) for millions of users.
+    block = 16384
+    blocks = [_sample_block(rng, sets, users[lo : lo + block], n, num_items, p,
+                            None if extra is None else extra[lo : lo + block])
+              for lo in range(0, U, block)]
+    return np.concatenate(blocks) if blocks else np.zeros((0, n), dtype=np.int32)
+
+
+def _sample_block(rng: np.random.Generator, sets: ItemSets, users: np.ndarray, n: int, num_items: int,
+                  p: np.ndarray | None, extra: np.ndarray | None) -> np.ndarray:
+    U = len(users)
+    out = np.zeros((U, n), dtype=np.int32)
     filled = np.zeros(U, dtype=np.int64)
     pending = np.arange(U)
-    p = None if weights is None else weights / weights.sum()
     for _ in range(1000):
         if not len(pending):
             return out
