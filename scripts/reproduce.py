@@ -191,7 +191,17 @@ def aggregate(runs: Path, results: Path) -> None:
             writer.writerows(curves)
         plot_curves(curves, results / "learning_curves.png")
     (results / "table.md").write_text(table(summary))
+    update_readme(ROOT / "README.md", table(summary))
     print(table(summary))
+
+
+def update_readme(readme: Path, text: str) -> None:
+    """Replace the README's text between the results markers with ``text``."""
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    content = readme.read_text()
+    if start in content and end in content:
+        head, rest = content.split(start, 1)
+        readme.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
