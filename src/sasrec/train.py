@@ -124,11 +124,9 @@ class Trainer:
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, disable=self.quiet, unit="batch")
         for users in bar:
             batch = self.sampler.make_batch(users)
-            positions += int((batch.pos > 0).sum())  # the global batch's, the same on every rank
-            if self.config.position_weighting:
-                share = float((batch.pos > 0).sum()) / mean_positions
-            else:
-                share = 1.0
+            batch_positions = int((batch.pos > 0).sum())  # the global batch's, the same on every rank
+            positions += batch_positions
+            share = batch_positions / mean_positions if self.config.position_weighting else 1.0
             batch, rank_share = distributed.shard_batch(batch, self.dist)  # (batch, 1.0) in a single process
             share *= rank_share
             seq = torch.from_numpy(batch.seq).to(self.device)
