@@ -178,3 +178,29 @@ def test_transition_baseline_beats_popularity_on_sequential_data(split) -> None:
     pop = Evaluator(split, "test", "full").run(PopularityScorer(history)).metrics["HR@10"]
     trans = Evaluator(split, "test", "full").run(TransitionScorer(history)).metrics["HR@10"]
     assert trans > pop
+
+
+def test_evaluate_command_on_a_run_and_a_baseline(tmp_path, capsys) -> None:
+    import json
+
+    from sasrec.cli import main
+    from sasrec.data.dataset import write_sasrec_file
+
+    data = tmp_path / "small.txt"
+    write_sasrec_file(make_synthetic(num_users=200, num_items=300, seed=2), data)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(data), "--epochs", "1", "--hidden", "8", "--maxlen", "10",
+                 "--quiet", "--out", str(run)]) == 0
+    assert main(["evaluate", "--run", str(run), "--protocol", "both", "--k", "5", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "full protocol" in out and "sampled protocol" in out and "NDCG" in out
+    saved = json.loads((run / "eval_test.json").read_text())
+    assert {r["protocol"] for r in saved} == {"full", "sampled"}
+    assert saved[0]["metrics"]["Recall@10"] == saved[0]["metrics"]["HR@10"]
+    # The test metrics equal those training wrote for the same (best) checkpoint.
+    trained = json.loads((run / "results.json").read_text())
+    full = next(r for r in saved if r["protocol"] == "full")
+    assert full["metrics"]["HR@10"] == trained["full"]["metrics"]["HR@10"]
+    assert main(["evaluate", "--baseline", "pop", "--dataset", str(data), "--protocol", "full"]) == 0
+    assert "full protocol" in capsys.readouterr().out
+    assert main(["evaluate", "--baseline", "pop"]) == 2  # no dataset: a clear error, not a traceback
