@@ -37,10 +37,14 @@ class Dropout(nn.Module):
             return x
         if self.rng is None or x.device.type != "cpu":
             return F.dropout(x, self.p, True)
+        keep, scale = self.mask(x.shape)
+        return x * keep * scale
+
+    def mask(self, shape: torch.Size) -> tuple[torch.Tensor, float]:
+        """A boolean keep-mask of ``shape`` from the NumPy generator, and the scale of kept values."""
         threshold = round(self.p * 65536)
-        keep = np.frombuffer(self.rng.bytes(2 * x.numel()), dtype=np.uint16) >= threshold
-        mask = torch.from_numpy(keep).view(x.shape).to(x.dtype).mul_(65536 / (65536 - threshold))
-        return x * mask
+        keep = np.frombuffer(self.rng.bytes(2 * math.prod(shape)), dtype=np.uint16) >= threshold
+        return torch.from_numpy(keep).view(shape), 65536 / (65536 - threshold)
 
 
 class CausalSelfAttention(nn.Module):
@@ -81,7 +85,11 @@ class CausalSelfAttention(nn.Module):
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // h))
             future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
             weights = torch.softmax(scores.masked_fill_(future, -torch.inf), dim=-1)
-            out = self.dropout(weights) @ v
+            if self.dropout.rng is None:
+                out = self.dropout(weights) @ v
+            else:  # the (B, h, T, T) weights are the big tensor: scale the small values instead
+                keep, scale = self.dropout.mask(weights.shape)
+                out = (weights * keep) @ (v * scale)
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out_proj(out.transpose(1, 2).reshape(B, Tq, d))
