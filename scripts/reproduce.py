@@ -150,6 +150,7 @@ def aggregate(runs: Path, results: Path) -> None:
             if "valid" in r:
                 curves.append({"run": run_dir.name, "dataset": dataset, "variant": variant, "loss": config["loss"],
                                "tag": experiment.get("tag", ""), "finished": (run_dir / "results.json").exists(),
+                               "setting": setting,
                                "seed": config["seed"], "epoch": r["epoch"], "HR@10": r["valid"]["HR@10"],
                                "NDCG@10": r["valid"]["NDCG@10"], "loss_value": r["loss"]})
         if not (run_dir / "results.json").exists():
@@ -251,16 +252,16 @@ def plot_batching(curves: list[dict], path: Path) -> None:
     """Validation NDCG@10 per epoch of seed 1 under each batching setting, for the datasets that have several."""
     from sasrec.plots import plt
 
-    labels = {"": "default (bucket)", "-random": "random (reference)", "-unweighted": "bucket, unweighted"}
     datasets = sorted({c["dataset"] for c in curves if c["tag"] == "-random"})
     if not datasets:
         return
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        for tag, label in labels.items():
+        for tag in ("", "-random", "-unweighted"):
             points = [c for c in curves if c["dataset"] == dataset and c["tag"] == tag and c["seed"] == 1
                       and c["loss"] == "bce" and c["epoch"] <= 60]
             if points:
+                label = points[0]["setting"].rsplit(",", 1)[0]  # without the epoch cap
                 ax.plot([c["epoch"] for c in points], [c["NDCG@10"] for c in points], label=label)
         ax.set(title=f"{dataset}: batching", xlabel="epoch", ylabel="validation NDCG@10 (sampled)")
         ax.grid(alpha=0.3)
@@ -300,7 +301,8 @@ def table(summary: list[dict]) -> str:
             lines.append("| steam | paper | bce | | | 0 | not run here | not run here | 0.8729 / 0.6306 (SASRec "
                          "paper) | | | the paper's Steam file is not available on these machines |")
         lines.append("")
-    lines.append("\\* Measured while up to six runs shared the machine's 2 cores (one thread each), so these times are "
+    lines.append("\\* Measured while up to nine runs shared the machine's 2 cores (one thread each), so these "
+                 "times are "
                  "2-4x a run alone; the Speed section has clean per-epoch times. Train time includes validation "
                  "every epoch.")
     return "\n".join(lines) + "\n"
