@@ -241,6 +241,13 @@ def plot_curves(curves: list[dict], path: Path) -> None:
             ax.plot(epochs, [c["NDCG@10"] for c in points], color="tab:orange", alpha=0.7,
                     label="NDCG@10" if i == 0 else None)
         ax.set(title=f"{dataset} ({variant})", xlabel="epoch", ylabel="validation (sampled, 100 neg.)")
+    _save(fig, axes[0], path)
+
+
+def _save(fig, axes, path: Path) -> None:
+    from sasrec.plots import plt
+
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -264,11 +271,7 @@ def plot_batching(curves: list[dict], path: Path) -> None:
                 label = points[0]["setting"].rsplit(",", 1)[0]  # without the epoch cap
                 ax.plot([c["epoch"] for c in points], [c["NDCG@10"] for c in points], label=label)
         ax.set(title=f"{dataset}: batching", xlabel="epoch", ylabel="validation NDCG@10 (sampled)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, axes[0], path)
 
 
 ANCHORS = {  # (dataset, variant): (HR@10, NDCG@10, source)
