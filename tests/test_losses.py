@@ -272,3 +272,74 @@ def test_make_loss_negatives_to_draw():
     assert make_loss("sampled-ce", 5, in_batch=True).num_negatives == 0
     assert make_loss("sampled-ce", 5, in_batch=False).num_negatives == 5
     assert make_loss("bce", 3).num_negatives == 3
+
+
+# --- shared negatives -------------------------------------------------------------------------------------
+
+
+def shared_inputs(seed: int):
+    """Inputs whose (N,) shared negatives include some positions' own targets (to exercise the mask)."""
+    hidden, pos, _, weight = make_inputs(seed=seed)
+    shared = torch.tensor([pos[0].item(), pos[3].item(), 29, 30])
+    shared = torch.unique(shared)  # the sampler draws distinct items
+    return hidden, pos, shared, weight
+
+
+def test_shared_negatives_without_collisions_equal_per_position_ones():
+    hidden, pos, _, weight = make_inputs(seed=11, max_positive=20)
+    shared = torch.tensor([21, 25, 30])  # never a target
+    per_position = shared.expand(P, -1)
+    for name, options in [("bce", {}), ("sampled-ce", {}), ("gbce", {"t": 0.5})]:
+        a, b = make_loss(name, 3, shared=True, **options), make_loss(name, 3, **options)
+        assert a.shared and not b.shared
+        assert_same(lambda a=a: a(hidden, pos, shared, weight), lambda b=b: b(hidden, pos, per_position, weight),
+                    hidden, weight)
+
+
+def test_shared_sampled_ce_drops_each_positions_own_target():
+    hidden, pos, shared, weight = shared_inputs(seed=12)
+    loss = make_loss("sampled-ce", len(shared), shared=True)
+
+    def reference():
+        terms = []
+        for p in range(P):
+            negs = [j for j in shared.tolist() if j != pos[p]]
+            logits = torch.stack([hidden[p] @ weight[pos[p]], *[hidden[p] @ weight[j] for j in negs]])
+            terms.append(-torch.log_softmax(logits, 0)[0])
+        return torch.stack(terms).mean()
+
+    assert_same(lambda: loss(hidden, pos, shared, weight), reference, hidden, weight)
+
+
+def test_shared_bce_and_gbce_drop_each_positions_own_target():
+    hidden, pos, shared, weight = shared_inputs(seed=13)
+    n = len(shared)
+    pairs = [(p, j) for p in range(P) for j in shared.tolist() if j != pos[p]]
+    assert len(pairs) < P * n  # some pairs are masked
+
+    def bce_reference():
+        pos_term = torch.stack([-F.logsigmoid(hidden[p] @ weight[pos[p]]) for p in range(P)]).mean()
+        neg_term = torch.stack([-F.logsigmoid(-(hidden[p] @ weight[j])) for p, j in pairs]).mean()
+        return pos_term + neg_term
+
+    bce = make_loss("bce", n, shared=True)
+    assert_same(lambda: bce(hidden, pos, shared, weight), bce_reference, hidden, weight)
+
+    gbce = make_loss("gbce", n, t=0.75, shared=True)
+    beta = gbce.beta(ITEMS)
+
+    def gbce_reference():
+        total = sum(-beta * F.logsigmoid(hidden[p] @ weight[pos[p]]) for p in range(P))
+        total = total + sum(-F.logsigmoid(-(hidden[p] @ weight[j])) for p, j in pairs)
+        return total / (P * (1 + n))
+
+    assert_same(lambda: gbce(hidden, pos, shared, weight), gbce_reference, hidden, weight)
+
+
+def test_shared_option_errors():
+    with pytest.raises(ConfigError, match="in_batch and shared"):
+        make_loss("sampled-ce", 4, in_batch=True, shared=True)
+    with pytest.raises(ConfigError, match="shared must be true or false"):
+        make_loss("bce", 4, shared="maybe")
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_loss("ce", 0, shared=True)

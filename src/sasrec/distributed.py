@@ -231,7 +231,8 @@ def shard_batch(batch: Batch, info: DistInfo) -> tuple[Batch, float]:
     if len(rows) == 0:
         rows = np.zeros(1, dtype=np.int64)
     width = max(1, int(real[rows].sum(1).max()))  # real items come first: trimming is exact
-    part = Batch(batch.users[rows], batch.seq[rows, :width], batch.pos[rows, :width], batch.neg[rows, :width])
+    neg = batch.neg[rows, :width] if batch.neg.ndim == 3 else batch.neg  # shared negatives: every rank's
+    part = Batch(batch.users[rows], batch.seq[rows, :width], batch.pos[rows, :width], neg)
     return part, loss_weight(local, int(real.sum()), info)
 
 

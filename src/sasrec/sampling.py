@@ -19,7 +19,8 @@ BATCHING = ("random", "shuffle", "bucket")
 
 @dataclass
 class Batch:
-    """``seq``/``pos``: ``(B, T)`` int64, right-padded with 0; ``neg``: ``(B, T, N)``; ``users``: ``(B,)``."""
+    """``seq``/``pos``: ``(B, T)`` int64, right-padded with 0; ``users``: ``(B,)``; ``neg``: ``(B, T, N)``, or
+    ``(N,)`` when the batch shares one set of negatives."""
 
     users: np.ndarray
     seq: np.ndarray
@@ -70,12 +71,19 @@ class TrainSampler:
                     lengths and across batches), so trimming removes nearly all padding.
     Users whose training prefix has fewer than 2 items give no example and are never drawn (as the
     reference, which redraws them).
+
+    Negatives: ``num_negatives`` per position, never one of the user's items (the reference's); with
+    ``shared_negatives``, one set of ``num_negatives`` distinct items per batch, uniform over the catalogue.
     """
 
     def __init__(self, train: Sequences, maxlen: int, batch_size: int, num_negatives: int = 1,
-                 batching: str = "bucket", seed: int = 0):
+                 batching: str = "bucket", seed: int = 0, shared_negatives: bool = False):
         if batching not in BATCHING:
             raise ConfigError(f"unknown batching {batching!r}; choose one of {', '.join(BATCHING)}")
+        if shared_negatives and num_negatives > train.num_items:
+            raise ConfigError(f"{num_negatives} shared negatives asked, but the catalogue has only "
+                              f"{train.num_items} items; lower --negatives")
+        self.shared_negatives = shared_negatives
         self.train = train
         self.maxlen = maxlen
         self.batch_size = batch_size
@@ -116,6 +124,9 @@ class TrainSampler:
         seq = gather_windows(self.train, users, n, skip_last=1)
         pos = gather_windows(self.train, users, n, skip_last=0)
         real = seq > 0
+        if self.shared_negatives:
+            neg = self.rng.choice(self.train.num_items, size=self.num_negatives, replace=False) + 1
+            return Batch(users, seq, pos, neg.astype(np.int64))
         T = seq.shape[1]
         neg = sample_uniform_unseen(self.rng, self.sets, users, (T, self.num_negatives), self.train.num_items)
         neg *= real[:, :, None]

@@ -102,7 +102,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98),
                                           fused=self.device.type == "cpu" or None)
         self.sampler = TrainSampler(self.split.train, config.maxlen, config.batch_size,
-                                    self.loss_fn.num_negatives, config.batching, seed=config.seed)
+                                    self.loss_fn.num_negatives, config.batching, seed=config.seed,
+                                    shared_negatives=self.loss_fn.shared)
         self.validator = Evaluator(self.split, "valid", config.val_protocol, ks=(10,),
                                    num_negatives=config.eval_negatives, seed=config.seed)
         self.epoch = 0
@@ -135,7 +136,8 @@ class Trainer:
             real = pos > 0
             hidden = self.net(seq)[real]  # (P, d): only real positions enter the loss
             weight = self.model.item_emb.weight
-            loss = self.loss_fn(hidden, pos[real], neg[real], weight) * share
+            neg = neg[real] if neg.dim() == 3 else neg  # (P, N) per position, or (N,) shared by the batch
+            loss = self.loss_fn(hidden, pos[real], neg, weight) * share
             if self.config.l2_emb:
                 loss = loss + self.config.l2_emb * 0.5 * weight.pow(2).sum()  # tf l2_regularizer, as reference
             self.optimizer.zero_grad(set_to_none=True)
