@@ -179,3 +179,31 @@ def test_last_hidden_equals_forward_at_last_positions(norm_first: bool, heads: i
     with torch.no_grad():
         expected = model(seq)[torch.arange(3), torch.tensor([2, 4, 0])]
         torch.testing.assert_close(model.last_hidden(seq), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_attention_with_dropout_matches_autograd_of_the_plain_expression(heads: int) -> None:
+    """The hand-written backward of the dropout-attention kernel equals autograd of the plain formula."""
+    from sasrec.model import _CausalAttentionWithDropout
+
+    g = torch.Generator().manual_seed(0)
+    B, T, dh = 3, 6, 4
+    q, k, v = (torch.randn(B, heads, T, dh, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    keep = torch.rand(B, heads, T, T, generator=g) > 0.3
+    scale = 1 / 0.7
+
+    def plain():
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(dh)
+        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), -math.inf)
+        return (torch.softmax(scores, -1) * keep * scale) @ v
+
+    upstream = torch.randn(B, heads, T, dh, generator=g, dtype=torch.float64)
+    got = _CausalAttentionWithDropout.apply(q, k, v, keep, scale)
+    want = plain()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    grads_got = torch.autograd.grad(got, (q, k, v), upstream)
+    grads_want = torch.autograd.grad(want, (q, k, v), upstream)
+    for a, b in zip(grads_got, grads_want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda q, k, v: _CausalAttentionWithDropout.apply(q, k, v, keep, scale),
+                                    (q, k, v))
