@@ -86,6 +86,8 @@ SUITES = {
                    tag="-random"),
         Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1],
                    extra=["--batching", "random", "--epochs", "10", "--no-position-weighting"], tag="-random"),
+        # The default (position-weighted buckets) on MovieLens-1M; the paper suite's ML-1M runs are unweighted.
+        Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1], extra=["--epochs", "20"], tag="-weighted"),
     ],
 }
 # The order runs start in, so that a session that stops early still has the most important ones.
@@ -231,9 +233,9 @@ def describe(config: dict) -> str:
         text += ", pre-LN"
     options = dict(config.get("loss_options") or {})
     if config["loss"] != "ce" and (config["loss"] != "bce" or config.get("negatives", 1) != 1):
-        shared = " shared" if options.pop("shared", False) else ""
-        text += ", in-batch negatives" if options.pop("in_batch", False) else \
-            f", {config['negatives']}{shared} negatives"
+        shared = " shared" if str(options.pop("shared", False)).lower() in ("true", "1") else ""
+        in_batch = str(options.pop("in_batch", False)).lower() in ("true", "1")
+        text += ", in-batch negatives" if in_batch else f", {config['negatives']}{shared} negatives"
     text += "".join(f", {k}={v}" for k, v in options.items())
     return f"{text}, {config['epochs']} epochs max"
 
@@ -281,7 +283,7 @@ def plot_batching(curves: list[dict], path: Path) -> None:
         return
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        for tag in ("", "-random", "-unweighted"):
+        for tag in ("", "-random", "-unweighted", "-weighted"):
             points = [c for c in curves if c["dataset"] == dataset and c["tag"] == tag and c["seed"] == 1
                       and c["loss"] == "bce" and c["epoch"] <= 60]
             if points:
@@ -308,15 +310,16 @@ FULL_TARGETS = {  # (dataset, variant): (HR@10, NDCG@10, source), full ranking (
 def loss_table(summary: list[dict]) -> str:
     """Every loss on the datasets that have a softmax-family run: full ranking and the paper's protocol."""
     datasets = {(r["dataset"], r["variant"]) for r in summary if r["loss"] != "bce"}
-    by_key = {(r["dataset"], r["variant"], r["loss"], r["setting"], r["protocol"]): r for r in summary}
+    by_key = {(r["dataset"], r["variant"], r["loss"], r["setting"], r["selection"], r["protocol"]): r
+              for r in summary}
     lines = ["| dataset | version | loss | training | selection | full HR@10 | full NDCG@10 | target (full) | "
              "sampled HR@10 | sampled NDCG@10 | best epoch | s/epoch* | time to best* |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
-        ablation = any(tag in run for run in r["runs"] for tag in ("-random-", "-unweighted-"))
+        ablation = any(tag in run for run in r["runs"] for tag in ("-random-", "-unweighted-", "-weighted-"))
         if r["protocol"] != "full" or (r["dataset"], r["variant"]) not in datasets or ablation:
             continue
-        sampled = by_key[(r["dataset"], r["variant"], r["loss"], r["setting"], "sampled")]
+        sampled = by_key[(r["dataset"], r["variant"], r["loss"], r["setting"], r["selection"], "sampled")]
         target = FULL_TARGETS.get((r["dataset"], r["variant"]))
         lines.append(
             f"| {r['dataset']} | {r['variant']} | {r['loss']} | {r['setting']} | {r['selection']} | "

@@ -86,14 +86,16 @@ def _spawn(worker, *args) -> None:
     mp.spawn(worker, args=(_free_port(), *args), nprocs=WORLD, join=True)
 
 
-def _setup(seed: int = 0, batching: str = "shuffle", batch_size: int = 48):
+def _setup(seed: int = 0, batching: str = "shuffle", batch_size: int = 48, loss: str = "bce", negatives: int = 1,
+           **loss_options):
     """The same data, model (dropout 0), loss, optimizer and sampler on every process."""
     split = split_leave_one_out(make_synthetic(num_users=240, num_items=120, seed=3))
     torch.manual_seed(seed)
     model = SASRec(split.num_items, maxlen=20, hidden=HIDDEN, num_blocks=2, num_heads=2, dropout=0.0)
-    loss_fn = make_loss("bce", 1)
+    loss_fn = make_loss(loss, negatives, **loss_options)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
-    sampler = TrainSampler(split.train, 20, batch_size, loss_fn.num_negatives, batching, seed=seed)
+    sampler = TrainSampler(split.train, 20, batch_size, loss_fn.num_negatives, batching, seed=seed,
+                           shared_negatives=loss_fn.shared)
     return split, model, loss_fn, optimizer, sampler
 
 
@@ -103,7 +105,8 @@ def _loss(net: torch.nn.Module, model: SASRec, loss_fn: torch.nn.Module, batch: 
     seq, pos, neg = (torch.from_numpy(a) for a in (batch.seq, batch.pos, batch.neg))
     real = pos > 0
     weight = model.item_emb.weight
-    loss = loss_fn(net(seq)[real], pos[real], neg[real], weight) * share
+    neg = neg[real] if neg.dim() == 3 else neg  # shared negatives: (N,) for every position
+    loss = loss_fn(net(seq)[real], pos[real], neg, weight) * share
     return loss + L2_EMB * 0.5 * weight.pow(2).sum()
 
 
@@ -178,10 +181,14 @@ def test_seed_epoch_gives_each_rank_and_epoch_its_own_reproducible_stream():
     assert draws(1, 3, backend=None)[0] == np.random.default_rng(0).bytes(8)  # single process: untouched
 
 
-def test_weighting_is_what_makes_the_gradient_exact():
+@pytest.mark.parametrize("loss, negatives, options", [
+    ("bce", 1, {}), ("bce", 60, {"shared": True}), ("sampled-ce", 60, {"shared": True}),
+    ("gbce", 60, {"shared": True}), ("ce", 0, {}),
+])
+def test_weighting_is_what_makes_the_gradient_exact(loss, negatives, options):
     """Simulated without processes: DDP's average of the 2 ranks' gradients equals the whole batch's
     gradient only with the P_r * N / P weights; the plain per-rank mean loss is off."""
-    _, model, loss_fn, _, sampler = _setup()
+    _, model, loss_fn, _, sampler = _setup(loss=loss, negatives=negatives, **options)
     batch = sampler.make_batch(sampler.epoch_order()[0])
     _loss(model, model, loss_fn, batch, 1.0).backward()
     whole = _grads(model)

@@ -317,10 +317,13 @@ def test_shared_bce_and_gbce_drop_each_positions_own_target():
     pairs = [(p, j) for p in range(P) for j in shared.tolist() if j != pos[p]]
     assert len(pairs) < P * n  # some pairs are masked
 
-    def bce_reference():
-        pos_term = torch.stack([-F.logsigmoid(hidden[p] @ weight[pos[p]]) for p in range(P)]).mean()
-        neg_term = torch.stack([-F.logsigmoid(-(hidden[p] @ weight[j])) for p, j in pairs]).mean()
-        return pos_term + neg_term
+    def bce_reference():  # per position: -log sigmoid(pos) - mean over its kept negatives of log(1 - sigmoid)
+        terms = []
+        for p in range(P):
+            negs = [j for q, j in pairs if q == p]
+            neg_term = torch.stack([-F.logsigmoid(-(hidden[p] @ weight[j])) for j in negs]).mean()
+            terms.append(-F.logsigmoid(hidden[p] @ weight[pos[p]]) + neg_term)
+        return torch.stack(terms).mean()
 
     bce = make_loss("bce", n, shared=True)
     assert_same(lambda: bce(hidden, pos, shared, weight), bce_reference, hidden, weight)

@@ -207,3 +207,13 @@ def test_attention_with_dropout_matches_autograd_of_the_plain_expression(heads: 
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(lambda q, k, v: _CausalAttentionWithDropout.apply(q, k, v, keep, scale),
                                     (q, k, v))
+
+
+def test_numpy_dropout_masks_stay_off_non_cpu_devices() -> None:
+    """With a NumPy generator set (as the trainer does), a model on another device (here PyTorch's shape-only
+    ``meta`` device, standing in for CUDA) uses torch's dropout everywhere instead of CPU masks."""
+    model = SASRec(num_items=20, maxlen=8, hidden=12, dropout=0.3).to("meta")
+    model.set_dropout_generator(np.random.default_rng(0))
+    model.train()
+    out = model(torch.ones(2, 5, dtype=torch.long, device="meta"))
+    assert out.shape == (2, 5, 12) and out.device.type == "meta"

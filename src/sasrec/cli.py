@@ -37,7 +37,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss", help="training loss: bce (paper), ce, sampled-ce, gbce")
     p.add_argument("--negatives", type=int, help="negatives per position for bce/sampled-ce/gbce (default 1)")
     p.add_argument("--loss-option", action="append", metavar="KEY=VALUE",
-                   help="loss option, repeatable: t=0.75 (gbce), in_batch=true (sampled-ce), chunk_size=8192 (ce)")
+                   help="loss option, repeatable: shared=true (bce, sampled-ce, gbce: one negative set per batch), "
+                        "t=0.75 (gbce), in_batch=true (sampled-ce), chunk_size=8192 (ce)")
     p.add_argument("--batching", choices=("random", "shuffle", "bucket"),
                    help="batch composition: random = the reference's sampler; bucket (default) groups users of "
                         "similar length so batches carry little padding")

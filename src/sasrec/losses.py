@@ -58,6 +58,7 @@ from sasrec.errors import ConfigError
 # Automatic chunk size of ``ce``: at most this many (position, item) scores are held per chunk.
 # 1M float32 scores = 4 MiB, cache-sized: 1.5x faster than 16M-score chunks on ML-1M batches (1 thread).
 CE_CHUNK_ELEMENTS = 2**20
+CE_CHUNK_ELEMENTS_GPU = 2**24  # on a GPU, larger chunks: fewer kernel launches
 
 
 def _int_option(loss: str, name: str, value: Any, minimum: int) -> int:
@@ -99,7 +100,7 @@ class BCELoss(nn.Module):
     ``-log sigmoid(r_pos) - sum_j log(1 - sigmoid(r_neg_j))``, averaged over positions, as kang205/SASRec
     (which averages the positive and the negative terms over the real positions; with N negatives the
     negative term is averaged over them too, so N = 1 is exactly the reference). With ``shared``
-    negatives, masked pairs drop out of the negative term's mean.
+    negatives, a position's negative term is the mean over its unmasked negatives.
     """
 
     def __init__(self, num_negatives: int = 1, shared: bool = False):
@@ -116,9 +117,9 @@ class BCELoss(nn.Module):
         pos_loss = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
         if drop is None:
             neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
-        else:
-            keep = ~drop
-            neg_loss = F.softplus(neg_logits[keep]).sum() / keep.sum().clamp(min=1)
+        else:  # per position: the mean over its kept negatives (a mean over positions keeps DDP exact)
+            kept = (~drop).sum(-1).clamp(min=1)
+            neg_loss = (F.softplus(neg_logits).masked_fill(drop, 0.0).sum(-1) / kept).mean()
         return pos_loss + neg_loss
 
 
@@ -186,7 +187,8 @@ class FullCELoss(nn.Module):
         P = hidden.shape[0]
         if P == 0:
             return hidden.sum() * 0.0
-        chunk = self.chunk_size or max(1, CE_CHUNK_ELEMENTS // P)
+        budget = CE_CHUNK_ELEMENTS if hidden.device.type == "cpu" else CE_CHUNK_ELEMENTS_GPU
+        chunk = self.chunk_size or max(1, budget // P)
         lse = chunked_logsumexp(hidden, item_weight[1:], chunk)  # (P,)
         pos_logits = (hidden * item_weight[positives]).sum(-1)  # (P,)
         return (lse - pos_logits.to(lse.dtype)).mean().to(hidden.dtype)
@@ -196,7 +198,8 @@ class SampledCELoss(nn.Module):
     """Softmax cross-entropy of the target against negatives: ``-log softmax([r_pos, r_neg_1..N])[0]``.
 
     Sampled (default): the N uniform negatives from the sampler (they never equal the user's own items, so
-    never the target). Uniform sampling needs no logQ correction (it is a constant shift).
+    never the target). Uniform sampling needs no logQ correction (it is a constant shift). With ``shared``
+    negatives, one equal to a position's target is masked out of that position's softmax.
 
     ``in_batch=True``: the candidates of position p are the targets of all P positions of the batch, with
     the logQ correction of Yi et al. (RecSys 2019): every candidate column k gets ``-log q(pos_k)``, where

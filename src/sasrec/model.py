@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 class Dropout(nn.Module):
@@ -70,6 +71,7 @@ class _CausalAttentionWithDropout(torch.autograd.Function):
         return (dropped @ v).mul_(scale)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
         q, k, v, keep, weights, dropped = ctx.saved_tensors
         grad = grad * ctx.scale
@@ -115,7 +117,7 @@ class CausalSelfAttention(nn.Module):
         elif self.training and self.dropout.p > 0:
             # Dropout on the attention weights, as the reference (tf.layers.dropout on the softmax output).
             # The fused kernel cannot take our dropout masks, so this branch spells attention out.
-            if self.dropout.rng is None:
+            if self.dropout.rng is None or q.device.type != "cpu":  # NumPy masks are for the CPU only
                 scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // h))
                 future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
                 out = self.dropout(torch.softmax(scores.masked_fill_(future, -torch.inf), dim=-1)) @ v
