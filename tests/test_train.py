@@ -187,3 +187,13 @@ def test_losses_train_end_to_end(small_file: Path, tmp_path: Path, loss, negativ
         split = split_leave_one_out(read_sasrec_file(small_file))
         pop = Evaluator(split, "test", "full").run(PopularityScorer(split.history("test"))).metrics["HR@10"]
         assert results["full"]["metrics"]["HR@10"] > 1.5 * pop
+
+
+def test_sampled_losses_default_to_256_shared_negatives() -> None:
+    assert resolve({}).negatives == 1 and resolve({}).loss_options == {}  # bce: the paper's one negative
+    config = resolve({"loss": "sampled-ce"})
+    assert config.negatives == 256 and config.loss_options == {"shared": True}
+    assert resolve({"loss": "gbce", "loss_options": {"t": 0.5}}).loss_options == {"t": 0.5, "shared": True}
+    explicit = resolve({"loss": "gbce", "negatives": 8, "loss_options": {"shared": False}})
+    assert explicit.negatives == 8 and explicit.loss_options == {"shared": False}
+    assert resolve({"loss": "sampled-ce", "loss_options": {"in_batch": True}}).loss_options == {"in_batch": True}
