@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from sasrec.config import load_preset  # noqa: E402
 from sasrec.data.dataset import file_sha256  # noqa: E402
 
 PAPER_SHA256 = {  # kang205/SASRec data files (see shared/data/PROVENANCE.md)
@@ -72,6 +73,10 @@ SUITES = {
         Experiment("beauty", "bert4rec", "Beauty_BERT4Rec.txt", "beauty", [1], loss="sampled-ce",
                    extra=["--negatives", "3000", "--loss-option", "shared=true", "--val-protocol", "full",
                           "--eval-every", "2", "--patience", "8", "--max-minutes", "60"]),
+        # SASRec+'s model size and dropout (hidden 64, dropout 0.1; antklen/sasrec-bert4rec-recsys23).
+        Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1], loss="ce",
+                   extra=["--hidden", "64", "--dropout", "0.1", "--val-protocol", "full", "--patience", "10",
+                          "--max-minutes", "80"], tag="-d64"),
         Experiment("games", "paper", "Video.txt", "games", [1], loss="gbce",
                    extra=["--negatives", "256", "--loss-option", "shared=true", "--val-protocol", "full",
                           "--eval-every", "2", "--patience", "8"]),
@@ -228,6 +233,9 @@ def describe(config: dict) -> str:
         text += ", position-weighted" if config.get("position_weighting") else ", unweighted"
     if config.get("norm_first"):
         text += ", pre-LN"
+    preset = load_preset(config["preset"]) if config.get("preset") else {}
+    text += "".join(f", {key} {config[key]}" for key in ("hidden", "dropout", "maxlen")
+                    if key in preset and config[key] != preset[key])
     options = dict(config.get("loss_options") or {})
     if config["loss"] != "ce" and (config["loss"] != "bce" or config.get("negatives", 1) != 1):
         shared = " shared" if str(options.pop("shared", False)).lower() in ("true", "1") else ""
