@@ -359,10 +359,10 @@ def table(summary: list[dict]) -> str:
     if any(r["loss"] != "bce" for r in summary):
         lines += ["**Losses** (test split, all users; BCE rows are the paper runs above, mean over their seeds; "
                   "the other losses select their best epoch on full-ranking validation)", "", loss_table(summary)]
-    lines.append("\\* Measured while up to nine runs shared the machine's 2 cores (one thread each), so these "
-                 "times are "
-                 "2-4x a run alone; the Speed section has clean per-epoch times. Train time includes validation "
-                 "every epoch.")
+    lines.append("\\* Measured while several runs shared the machine's 2 cores, one thread each (up to nine for the "
+                 "paper rows, two or three for the loss rows), so these times are 2-4x a run alone; the Speed "
+                 "section has clean per-epoch times. Train time and time to best include validation (every "
+                 "epoch; every 2 epochs for the Games and Beauty loss runs).")
     return "\n".join(lines) + "\n"
 
 
