@@ -346,3 +346,16 @@ def test_shared_option_errors():
         make_loss("bce", 4, shared="maybe")
     with pytest.raises(ConfigError, match="unknown option"):
         make_loss("ce", 0, shared=True)
+
+
+@pytest.mark.parametrize("name, negatives, options", [
+    ("bce", 2, {}), ("bce", 2, {"shared": True}), ("ce", 0, {}), ("sampled-ce", 2, {}),
+    ("sampled-ce", 2, {"shared": True}), ("sampled-ce", 0, {"in_batch": True}), ("gbce", 2, {"shared": True}),
+])
+def test_no_positions_give_zero_loss_not_nan(name, negatives, options):
+    hidden, _, _, weight = make_inputs()
+    empty = hidden[:0]
+    neg = torch.tensor([3, 4]) if options.get("shared") else torch.zeros(0, negatives, dtype=torch.long)
+    value = make_loss(name, negatives, **options)(empty, torch.zeros(0, dtype=torch.long), neg, weight)
+    assert value.item() == 0.0
+    value.backward()

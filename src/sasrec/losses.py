@@ -112,6 +112,8 @@ class BCELoss(nn.Module):
 
     def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                 item_weight: torch.Tensor) -> torch.Tensor:
+        if hidden.shape[0] == 0:  # no real position (an empty shard): a zero that keeps the graph
+            return hidden.sum() * 0.0
         if negatives.dim() == 2:
             # One gather for targets and negatives: its backward zero-fills the (I + 1, d) gradient once,
             # not twice, which is a tenth of a Games step.
@@ -229,6 +231,8 @@ class SampledCELoss(nn.Module):
 
     def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                 item_weight: torch.Tensor) -> torch.Tensor:
+        if hidden.shape[0] == 0:  # no real position (an empty shard): a zero that keeps the graph
+            return hidden.sum() * 0.0
         if self.in_batch:
             return self._in_batch(hidden, positives, item_weight)
         pos_logits = (hidden * item_weight[positives]).sum(-1, keepdim=True)  # (P, 1)
@@ -281,6 +285,8 @@ class GBCELoss(nn.Module):
 
     def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                 item_weight: torch.Tensor) -> torch.Tensor:
+        if hidden.shape[0] == 0:  # no real position (an empty shard): a zero that keeps the graph
+            return hidden.sum() * 0.0
         beta = self.beta(item_weight.shape[0] - 1)
         pos_logits = (hidden * item_weight[positives]).sum(-1)  # (P,)
         neg_logits, drop = negative_logits(hidden, positives, negatives, item_weight)  # (P, N)
