@@ -6,7 +6,7 @@ What is shown, on a small synthetic dataset and a tiny model:
   * a whole epoch on 2 ranks ends at the single-process epoch's parameters, and both ranks agree;
   * evaluating a checkpoint with the users split over 2 ranks gives the single-process metrics;
   * a rank that hangs makes the other fail within the timeout with a clear SASRecError;
-  * ``torchrun -m sasrec train`` end to end, with --resume (needs the train.py hook; skipped until merged).
+  * ``torchrun -m sasrec train`` end to end, with --resume, matches a single-process run and exits cleanly.
 
 Workers are module-level functions started with the ``spawn`` method (each joins the group through
 :func:`sasrec.distributed.init_from_env`, as under torchrun) and report through files; one launch of 2
@@ -15,7 +15,6 @@ ranks serves the step, epoch and evaluation tests (a launch costs seconds).
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import socket
@@ -335,14 +334,6 @@ def test_a_hung_rank_fails_the_others_with_a_clear_message(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
-def _has_train_hook() -> bool:
-    from sasrec.train import Trainer
-
-    return "dist" in inspect.signature(Trainer.__init__).parameters
-
-
-# NEEDS THE train.py HOOK (Trainer(..., dist=DistInfo), train() calling init_from_env): skipped until merged.
-@pytest.mark.skipif(not _has_train_hook(), reason="needs the distributed hook in sasrec/train.py")
 def test_torchrun_train_and_resume_match_a_single_process_run(tmp_path):
     from sasrec.config import resolve
     from sasrec.train import train

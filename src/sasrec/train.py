@@ -275,7 +275,9 @@ def train(config: Config, resume: str | None = None, data: Sequences | None = No
     info = distributed.init_from_env(pick_device(config.device))
     try:
         with distributed.fail_clearly(info):
-            return _train(config, resume, data, info)
+            results = _train(config, resume, data, info)
+            distributed.finish(info)
+            return results
     finally:
         distributed.cleanup(info)
 
