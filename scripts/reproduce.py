@@ -83,6 +83,14 @@ SUITES = {
         Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1], loss="gbce",
                    extra=["--negatives", "256", "--loss-option", "shared=true", "--val-protocol", "full",
                           "--patience", "10", "--max-minutes", "40"]),
+        # gbce with per-position negatives (as gSASRec), with the shared item embedding and without it.
+        Experiment("games", "paper", "Video.txt", "games", [1], loss="gbce",
+                   extra=["--negatives", "256", "--loss-option", "shared=false", "--val-protocol", "full",
+                          "--eval-every", "2", "--patience", "8", "--max-minutes", "40"], tag="-unshared"),
+        Experiment("games", "paper", "Video.txt", "games", [1], loss="gbce",
+                   extra=["--negatives", "256", "--loss-option", "shared=false", "--no-tied-output",
+                          "--val-protocol", "full", "--eval-every", "2", "--patience", "8", "--max-minutes", "40"],
+                   tag="-unshared-untied"),
     ],
     # The reference's batching (random users, fixed-length padded batches) beside our default (bucket),
     # to show that bucketing does not lower accuracy; compare with the paper suite's seed-1 curves.
@@ -236,6 +244,8 @@ def describe(config: dict) -> str:
         text += ", position-weighted" if config.get("position_weighting") else ", unweighted"
     if config.get("norm_first"):
         text += ", pre-LN"
+    if not config.get("tied_output", True):
+        text += ", separate output embedding"
     preset = load_preset(config["preset"]) if config.get("preset") else {}
     text += "".join(f", {key} {config[key]}" for key in ("hidden", "dropout", "maxlen")
                     if key in preset and config[key] != preset[key])

@@ -138,6 +138,20 @@ def test_padding_row_starts_at_zero_and_scores_shape() -> None:
     assert model.score(hidden, torch.randint(1, 31, (4, 6))).shape == (4, 6)
 
 
+def test_untied_output_scores_with_its_own_embedding() -> None:
+    tied = SASRec(num_items=30, maxlen=5, hidden=8)
+    assert tied.out_emb is None and tied.output_weight is tied.item_emb.weight
+    model = SASRec(num_items=30, maxlen=5, hidden=8, tied_output=False)
+    assert model.out_emb.weight[0].abs().sum() == 0 and model.output_weight is model.out_emb.weight
+    hidden = torch.randn(4, 8)
+    torch.testing.assert_close(model.score(hidden), hidden @ model.out_emb.weight.T)
+    torch.testing.assert_close(model.score(hidden, torch.tensor([3, 7])), hidden @ model.out_emb.weight[[3, 7]].T)
+    seq = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    BCELoss()(model(seq)[seq > 0], torch.tensor([2, 3, 4, 5, 6]), torch.tensor([[7], [8], [9], [10], [11]]),
+              model.output_weight).backward()
+    assert model.out_emb.weight.grad.abs().sum() > 0 and model.item_emb.weight.grad.abs().sum() > 0
+
+
 def test_fast_dropout_keeps_expected_fraction_and_mean() -> None:
     model = SASRec(num_items=5, maxlen=4, hidden=8, dropout=0.3).train()
     model.set_dropout_generator(np.random.default_rng(0))

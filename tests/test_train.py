@@ -189,6 +189,18 @@ def test_losses_train_end_to_end(small_file: Path, tmp_path: Path, loss, negativ
         assert results["full"]["metrics"]["HR@10"] > 1.5 * pop
 
 
+def test_untied_output_trains_and_serves(small_file: Path, tmp_path: Path) -> None:
+    from sasrec.recommend import Recommender
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(small_file), "--hidden", "16", "--maxlen", "20", "--epochs", "2",
+                 "--no-tied-output", "--quiet", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["tied_output"] is False
+    rec = Recommender.load(run)
+    assert rec.model.out_emb is not None
+    assert len(rec.recommend_user(1, k=5)) == 5
+
+
 def test_sampled_losses_default_to_256_shared_negatives() -> None:
     assert resolve({}).negatives == 1 and resolve({}).loss_options == {}  # bce: the paper's one negative
     config = resolve({"loss": "sampled-ce"})

@@ -30,6 +30,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-heads", type=int, help="attention heads (paper: 1)")
     p.add_argument("--dropout", type=float, help="dropout rate (paper: 0.2 ml-1m, 0.5 others)")
     _bool_flag(p, "norm-first", "pre-LN blocks instead of the reference's arrangement")
+    _bool_flag(p, "tied-output", "score items with the input item embedding, as the paper (default); "
+               "--no-tied-output learns a separate output embedding (gSASRec's default)")
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 0.001)")
     p.add_argument("--batch-size", type=int, help="users per batch (paper: 128)")
     p.add_argument("--epochs", type=int, help="maximum epochs")

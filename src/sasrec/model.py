@@ -188,10 +188,12 @@ class SASRec(nn.Module):
         num_blocks, num_heads: stacked blocks and attention heads (``hidden % num_heads == 0``).
         dropout: dropout rate on embeddings, attention weights and FFN layers.
         norm_first: pre-LN blocks instead of the reference's arrangement.
+        tied_output: score items with the input item embedding (the paper); False learns a separate output
+            embedding ``out_emb`` (gSASRec's default).
     """
 
     def __init__(self, num_items: int, maxlen: int = 50, hidden: int = 50, num_blocks: int = 2,
-                 num_heads: int = 1, dropout: float = 0.2, norm_first: bool = False):
+                 num_heads: int = 1, dropout: float = 0.2, norm_first: bool = False, tied_output: bool = True):
         super().__init__()
         self.num_items = num_items
         self.maxlen = maxlen
@@ -200,6 +202,7 @@ class SASRec(nn.Module):
         self.emb_dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(hidden, num_heads, dropout, norm_first) for _ in range(num_blocks))
         self.last_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.out_emb = None if tied_output else nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -211,6 +214,13 @@ class SASRec(nn.Module):
                 nn.init.zeros_(p)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+            if self.out_emb is not None:
+                self.out_emb.weight[0].zero_()
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """``(num_items + 1, d)``: the item vectors that scores are dot products with (row 0 is padding)."""
+        return self.item_emb.weight if self.out_emb is None else self.out_emb.weight
 
     def set_dropout_generator(self, rng: np.random.Generator | None) -> None:
         """Draw every dropout mask from ``rng`` (fast on CPU; see :class:`Dropout`), or from torch if None."""
@@ -256,14 +266,14 @@ class SASRec(nn.Module):
         return self.last_norm(x)
 
     def score(self, hidden: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """Dot products with the shared item embedding (the paper's r = F M^T).
+        """Dot products with the item embedding (the paper's r = F M^T; ``out_emb`` when not tied).
 
         Args:
             hidden: ``(B, d)``.
             items: ``None`` for every item (``(B, num_items + 1)``, column 0 is padding), ``(C,)`` for the
                 same candidates for every row (``(B, C)``), or ``(B, C)`` per-row candidates (``(B, C)``).
         """
-        weight = self.item_emb.weight
+        weight = self.output_weight
         if items is None:
             return hidden @ weight.T
         if items.dim() == 1:

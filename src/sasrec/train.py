@@ -50,7 +50,8 @@ def load_dataset(config: Config) -> tuple[Sequences, str]:
 
 def build_model(config: Config, num_items: int) -> SASRec:
     return SASRec(num_items, maxlen=config.maxlen, hidden=config.hidden, num_blocks=config.num_blocks,
-                  num_heads=config.num_heads, dropout=config.dropout, norm_first=config.norm_first)
+                  num_heads=config.num_heads, dropout=config.dropout, norm_first=config.norm_first,
+                  tied_output=config.tied_output)
 
 
 def pick_device(name: str) -> torch.device:
@@ -135,11 +136,10 @@ class Trainer:
             neg = torch.from_numpy(batch.neg).to(self.device)
             real = pos > 0
             hidden = self.net(seq)[real]  # (P, d): only real positions enter the loss
-            weight = self.model.item_emb.weight
             neg = neg[real] if neg.dim() == 3 else neg  # (P, N) per position, or (N,) shared by the batch
-            loss = self.loss_fn(hidden, pos[real], neg, weight) * share
-            if self.config.l2_emb:
-                loss = loss + self.config.l2_emb * 0.5 * weight.pow(2).sum()  # tf l2_regularizer, as reference
+            loss = self.loss_fn(hidden, pos[real], neg, self.model.output_weight) * share
+            if self.config.l2_emb:  # tf l2_regularizer on the input item embedding, as the reference
+                loss = loss + self.config.l2_emb * 0.5 * self.model.item_emb.weight.pow(2).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
