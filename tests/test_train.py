@@ -201,11 +201,12 @@ def test_untied_output_trains_and_serves(small_file: Path, tmp_path: Path) -> No
     assert len(rec.recommend_user(1, k=5)) == 5
 
 
-def test_sampled_losses_default_to_256_shared_negatives() -> None:
+def test_sampled_losses_default_to_256_negatives() -> None:
     assert resolve({}).negatives == 1 and resolve({}).loss_options == {}  # bce: the paper's one negative
     config = resolve({"loss": "sampled-ce"})
     assert config.negatives == 256 and config.loss_options == {"shared": True}
-    assert resolve({"loss": "gbce", "loss_options": {"t": 0.5}}).loss_options == {"t": 0.5, "shared": True}
-    explicit = resolve({"loss": "gbce", "negatives": 8, "loss_options": {"shared": False}})
-    assert explicit.negatives == 8 and explicit.loss_options == {"shared": False}
+    gbce = resolve({"loss": "gbce", "loss_options": {"t": 0.5}})  # per position: shared ones did not learn
+    assert gbce.negatives == 256 and gbce.loss_options == {"t": 0.5, "shared": False}
+    explicit = resolve({"loss": "gbce", "negatives": 8, "loss_options": {"shared": True}})
+    assert explicit.negatives == 8 and explicit.loss_options == {"shared": True}
     assert resolve({"loss": "sampled-ce", "loss_options": {"in_batch": True}}).loss_options == {"in_batch": True}

@@ -38,8 +38,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--l2-emb", type=float, help="L2 penalty on the item embedding (default 0)")
     p.add_argument("--loss", help="training loss: bce (paper), ce, sampled-ce, gbce")
     p.add_argument("--negatives", type=int,
-                   help="negatives per position for bce/sampled-ce/gbce (default: 1 for bce; 256 shared "
-                        "by the batch for sampled-ce and gbce)")
+                   help="negatives per position for bce/sampled-ce/gbce (default: 1 for bce; 256 for "
+                        "sampled-ce, shared by the batch, and for gbce, per position)")
     p.add_argument("--loss-option", action="append", metavar="KEY=VALUE",
                    help="loss option, repeatable: shared=true (bce, sampled-ce, gbce: one negative set per batch), "
                         "t=0.75 (gbce), in_batch=true (sampled-ce), chunk_size=8192 (ce)")

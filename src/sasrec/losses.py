@@ -40,7 +40,8 @@ Shared negatives (option ``shared=true`` of ``bce``, ``sampled-ce`` and ``gbce``
     uniformly from the whole catalogue, and every position is scored against it with one matrix product
     (``(P, d) @ (d, N)``, 5-10x faster for N >= 256). A shared negative that equals a position's own
     target is masked out for that position; one that is another item of the user is kept (a slightly
-    noisier negative, as in SASRec+ and gSASRec's uniform sampling).
+    noisier negative, as in SASRec+ and gSASRec's uniform sampling). Fine for ``sampled-ce`` and ``bce``;
+    ``gbce`` with shared negatives did not learn on Games (its default is per-position negatives).
 """
 
 from __future__ import annotations
