@@ -41,6 +41,7 @@ from sasrec.distributed import (
     cleanup,
     evaluate,
     fail_clearly,
+    finish,
     init_from_env,
     loss_weight,
     mean_over_ranks,
@@ -103,10 +104,9 @@ def _loss(net: torch.nn.Module, model: SASRec, loss_fn: torch.nn.Module, batch: 
     """The training loss of ``sasrec.train.Trainer.train_epoch``: weighted mean loss + unweighted L2."""
     seq, pos, neg = (torch.from_numpy(a) for a in (batch.seq, batch.pos, batch.neg))
     real = pos > 0
-    weight = model.item_emb.weight
     neg = neg[real] if neg.dim() == 3 else neg  # shared negatives: (N,) for every position
-    loss = loss_fn(net(seq)[real], pos[real], neg, weight) * share
-    return loss + L2_EMB * 0.5 * weight.pow(2).sum()
+    loss = loss_fn(net(seq)[real], pos[real], neg, model.output_weight) * share
+    return loss + L2_EMB * 0.5 * model.item_emb.weight.pow(2).sum()
 
 
 def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -150,6 +150,7 @@ def test_single_process_is_a_no_op(monkeypatch):
     part, share = shard_batch(batch, info)
     assert part is batch and share == 1.0
     barrier(info)
+    finish(info)
     cleanup(info)
 
 
@@ -245,6 +246,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     loss, positions = _train_epoch(model, net, loss_fn, optimizer, sampler, info, f"{out}/step.{rank}")
     torch.save({"params": _params(model), "loss": loss, "positions": positions,
                 "rng": sampler.rng.bit_generator.state}, f"{out}/epoch.{rank}")
+    finish(info)  # as sasrec.train.train: every rank past its last collective before leaving
     cleanup(info)
 
 

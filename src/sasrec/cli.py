@@ -35,7 +35,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate (paper: 0.001)")
     p.add_argument("--batch-size", type=int, help="users per batch (paper: 128)")
     p.add_argument("--epochs", type=int, help="maximum epochs")
-    p.add_argument("--l2-emb", type=float, help="L2 penalty on the item embedding (default 0)")
+    p.add_argument("--l2-emb", type=float, help="L2 penalty on the input item embedding (default 0; a separate "
+                   "output embedding is not penalised)")
     p.add_argument("--loss", help="training loss: bce (paper), ce, sampled-ce, gbce")
     p.add_argument("--negatives", type=int,
                    help="negatives per position for bce/sampled-ce/gbce (default: 1 for bce; 256 for "

@@ -6,7 +6,8 @@
     positives:   (P,)    the next item at each position (in 1..num_items)
     negatives:   (P, N)  sampled negative items (N = ``loss.num_negatives``; (P, 0) for losses that need none),
                  or (N,) one set shared by every position of the batch (option ``shared``, see below)
-    item_weight: (num_items + 1, d) the shared item embedding matrix (row 0 is padding, never a candidate)
+    item_weight: (num_items + 1, d) the item vectors scores are taken with (``SASRec.output_weight``: the
+                 shared item embedding, or the separate output one; row 0 is padding, never a candidate)
 
 Losses are chosen by name through :func:`make_loss` (``--loss``, ``--negatives``, ``loss_options``).
 

@@ -179,7 +179,8 @@ class Block(nn.Module):
 
 
 class SASRec(nn.Module):
-    """SASRec: item + learned position embeddings, causal self-attention blocks, shared-embedding scores.
+    """SASRec: item + learned position embeddings, causal self-attention blocks, scores with the shared item
+    embedding (or, with ``tied_output=False``, a separate output embedding).
 
     Args:
         num_items: catalogue size; item ids are ``1..num_items`` and 0 is padding.

@@ -318,6 +318,8 @@ class Recommender:
     def similar_items(self, item: ItemId, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` items whose embeddings have the highest cosine similarity with ``item``'s.
 
+        The input item embedding is used (for a model trained with ``--no-tied-output`` too).
+
         The item itself and padding are never returned. Returns ``(item_id, cosine)`` pairs, best first.
         """
         self._check_k(k)
