@@ -17,7 +17,7 @@ from sasrec.baselines import BASELINES
 from sasrec.config import resolve
 from sasrec.data.dataset import read_sasrec_file, split_leave_one_out
 from sasrec.evaluate import Evaluator, ModelScorer
-from sasrec.train import build_model
+from sasrec.runs import build_model
 
 FILES = {"ml-1m": "ml-1m.txt", "games": "Video.txt"}
 

@@ -34,10 +34,9 @@ import httpx
 import numpy as np
 import torch
 
-from sasrec.checkpoint import save_checkpoint
 from sasrec.config import Config
-from sasrec.model import SASRec
 from sasrec.recommend import Recommender
+from sasrec.runs import build_model, write_run
 
 ML1M_ITEMS, ML1M_MAXLEN = 3416, 200
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,14 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_random_run(run_dir: Path, num_items: int = ML1M_ITEMS, maxlen: int = ML1M_MAXLEN) -> Path:
     """A run directory holding a random-init SASRec (config.json, fingerprint.json, best.safetensors)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     config = Config(dataset="synthetic", maxlen=maxlen, hidden=50, num_blocks=2, num_heads=1, dropout=0.2)
     torch.manual_seed(0)
-    model = SASRec(num_items, maxlen=maxlen, hidden=50, num_blocks=2, num_heads=1, dropout=0.2)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    (run_dir / "fingerprint.json").write_text(json.dumps({"dataset": None, "note": "random-init benchmark"}))
-    save_checkpoint(run_dir / "best.safetensors", model, {"epoch": 0, "num_items": num_items})
-    return run_dir
+    model = build_model(config, num_items)
+    return write_run(run_dir, config, model, "random-init benchmark").path
 
 
 def random_histories(rng: np.random.Generator, rec: Recommender, n: int) -> list[list[str]]:

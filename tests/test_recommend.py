@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from sasrec.checkpoint import save_checkpoint
 from sasrec.cli import main
 from sasrec.config import Config
 from sasrec.data.dataset import Sequences, file_sha256, write_sasrec_file
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.model import SASRec
 from sasrec.recommend import Recommender, UnknownItemsError, read_id_map
+from sasrec.runs import write_run
 
 NUM_ITEMS, MAXLEN = 20, 10
 ITEM_IDS = [f"m{100 + i}" for i in range(1, NUM_ITEMS)] + ["tab\there"]  # the last needs unescaping
@@ -54,12 +54,7 @@ def make_run(root: Path, maps: bool = True, seed: int = 0, **config: object) -> 
     torch.manual_seed(seed)
     model = SASRec(NUM_ITEMS, maxlen=cfg.maxlen, hidden=cfg.hidden, num_blocks=cfg.num_blocks,
                    num_heads=cfg.num_heads, dropout=cfg.dropout)
-    run_dir = root / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
-    (run_dir / "fingerprint.json").write_text(json.dumps({"dataset": f"sha256:{file_sha256(data_file)}"}))
-    save_checkpoint(run_dir / "best.safetensors", model, {"epoch": 0, "num_items": NUM_ITEMS})
-    return run_dir
+    return write_run(root / "run", cfg, model, f"sha256:{file_sha256(data_file)}").path
 
 
 @pytest.fixture(scope="module")

@@ -134,13 +134,14 @@ def test_default_run_on_embedded_dataset_learns(tmp_path: Path) -> None:
 
 
 def test_run_directory_is_locked_while_training(tmp_path: Path) -> None:
-    from sasrec.train import _lock_run_dir
+    from sasrec.runs import RunDir
 
-    held = _lock_run_dir(tmp_path)
+    held = RunDir(tmp_path).lock()
     with pytest.raises(SASRecError, match="in use"):
-        _lock_run_dir(tmp_path)
-    held.close()
-    _lock_run_dir(tmp_path).close()
+        RunDir(tmp_path).lock()
+    held.unlock()
+    RunDir(tmp_path).lock().unlock()
+    assert list(tmp_path.iterdir()) == []  # the lock is on the directory: no lock file is left behind
 
 
 def test_position_weighting_defaults_follow_batching() -> None:

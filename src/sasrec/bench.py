@@ -24,7 +24,8 @@ import torch
 from sasrec.config import resolve
 from sasrec.data.dataset import Sequences
 from sasrec.evaluate import Evaluator, ModelScorer
-from sasrec.train import Trainer, load_dataset
+from sasrec.runs import RunDir, load_dataset
+from sasrec.train import Trainer
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -69,7 +70,7 @@ def bench_dataset(name: str, data: Sequences, epochs: int, batching: str, thread
     config = resolve({"dataset": "synthetic", "preset": preset, "quiet": True, "batching": batching,
                       "threads": threads or None})
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config, Path(tmp), data=data)
+        trainer = Trainer(config, RunDir(tmp), data=data)
         seconds, positions = [], 0
         for _ in range(epochs):
             start = time.perf_counter()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from sasrec.errors import SASRecError
@@ -67,16 +67,24 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["meta"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
-        raise SASRecError(f"checkpoint {path} is not a valid SASRec checkpoint ({exc})") from None
-    if model is not None:
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    if optimizer is not None:
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
+    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
+        raise SASRecError(f"checkpoint {path} is damaged or not a SASRec checkpoint ({exc}); "
+                          "use the other checkpoint or retrain") from None
+    if not isinstance(meta, dict):
+        raise SASRecError(f"checkpoint {path} is damaged: its metadata is not a JSON object")
+    try:
+        if model is not None:
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if optimizer is not None:
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith("optim."):
+                    _, index, name = key.split(".", 2)
+                    state.setdefault(int(index), {})[name] = value
+            optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise SASRecError(f"checkpoint {path} does not match the run's config.json ({first}); "
+                          "was one of them replaced?") from None
     extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
     return meta, extra

@@ -71,8 +71,12 @@ def run_train(args: argparse.Namespace) -> int:
                  if k not in ("command", "func", "config", "resume", "loss_option")}
     if args.loss_option:
         overrides["loss_options"] = dict(_parse_option(o) for o in args.loss_option)
-    config = resolve(overrides, args.config)
-    train(config, resume=args.resume)
+    if args.resume:
+        if args.config:
+            raise SASRecError("--resume continues a run with its saved settings; drop --config")
+        train(resume=args.resume, changes=overrides)
+        return 0
+    train(resolve(overrides, args.config))
     return 0
 
 

@@ -94,6 +94,20 @@ class Config:
 FIELDS = {f.name for f in dataclasses.fields(Config)}
 
 
+def config_from_dict(values: dict[str, Any], source: str) -> Config:
+    """A validated Config from saved values (e.g. a run's ``config.json``); ``source`` names it in errors."""
+    unknown = set(values) - FIELDS
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {', '.join(sorted(unknown))} (written by another version "
+                          "of sasrec?)")
+    config = Config(**values)
+    try:
+        config.validate()
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
 def load_preset(name: str) -> dict[str, Any]:
     """The preset's values (hyperparameters, plus ``files``: the file names to look for)."""
     if name not in PRESETS:

@@ -26,7 +26,7 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
         scorer = ModelScorer(run.model, args.device)
         name = f"{args.checkpoint} checkpoint of {args.run} (epoch {run.meta.get('epoch')})"
     else:
-        from sasrec.train import load_dataset
+        from sasrec.runs import load_dataset
 
         if not args.dataset:
             raise ConfigError("--baseline needs --dataset (a preset name or a SASRec-format file)")

@@ -1,22 +1,12 @@
 """The training loop: sample batches, BCE (or another loss), Adam; validate, keep the best, test once.
 
-A run directory holds everything about one run:
-    config.json        the resolved configuration
-    fingerprint.json   dataset sha256, package version, git commit
-    log.jsonl          one JSON line per epoch: loss, seconds, validation metrics when evaluated
-    last.safetensors   weights + optimizer + RNG state after the last completed epoch (for --resume)
-    best.safetensors   weights of the epoch with the best validation metric
-    learning_curve.png validation HR@10 / NDCG@10 per evaluated epoch, and the loss per epoch
-    results.json       test metrics of the best checkpoint under both protocols (written once, at the end)
-
-Under ``torchrun`` every process trains on its share of each global batch and evaluates its share of the
-users, and only rank 0 writes the run directory (see :mod:`sasrec.distributed`).
+What a run writes, and where, is :mod:`sasrec.runs`'s business (:class:`sasrec.runs.RunDir`). Under
+``torchrun`` every process trains on its share of each global batch and evaluates its share of the users,
+and only rank 0 writes the run directory (see :mod:`sasrec.distributed`).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -25,50 +15,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import sasrec
 from sasrec import distributed
-from sasrec.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from sasrec.config import Config, dataset_path
-from sasrec.data.dataset import Sequences, Split, file_sha256, read_sasrec_file, split_leave_one_out
+from sasrec.config import Config
+from sasrec.data.dataset import Sequences, Split, split_leave_one_out
 from sasrec.distributed import DistInfo
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.evaluate import Evaluator, ModelScorer
 from sasrec.losses import make_loss
-from sasrec.model import SASRec
+from sasrec.runs import RunDir, build_model, default_run_dir, load_dataset, pick_device
 from sasrec.sampling import TrainSampler
-
-
-def load_dataset(config: Config) -> tuple[Sequences, str]:
-    """The configured dataset and its fingerprint (file sha256, or the generator's name and seed)."""
-    path = dataset_path(config)
-    if path is None:
-        from sasrec.data.synthetic import make_synthetic
-
-        return make_synthetic(), "synthetic:default"
-    return read_sasrec_file(path), f"sha256:{file_sha256(path)}"
-
-
-def build_model(config: Config, num_items: int) -> SASRec:
-    return SASRec(num_items, maxlen=config.maxlen, hidden=config.hidden, num_blocks=config.num_blocks,
-                  num_heads=config.num_heads, dropout=config.dropout, norm_first=config.norm_first,
-                  tied_output=config.tied_output)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but PyTorch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 class Trainer:
@@ -77,10 +32,10 @@ class Trainer:
     ``dist``: this process's place in a torchrun job (default: a single process). Only its main rank writes.
     """
 
-    def __init__(self, config: Config, run_dir: Path, data: Sequences | None = None, fingerprint: str = "",
+    def __init__(self, config: Config, run: RunDir, data: Sequences | None = None, fingerprint: str = "",
                  dist: DistInfo | None = None):
         self.config = config
-        self.run_dir = run_dir
+        self.run = run
         self.dist = dist or DistInfo()
         self.quiet = config.quiet or not self.dist.is_main
         if config.threads:
@@ -154,7 +109,6 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
         cfg = self.config
-        log_path = self.run_dir / "log.jsonl"
         started = time.perf_counter()
         while self.epoch < cfg.epochs:
             start = time.perf_counter()
@@ -174,13 +128,12 @@ class Trainer:
                     self.best = {"epoch": self.epoch, "value": value, "bad_evals": 0}
                     if self.dist.is_main:
                         meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
-                        save_checkpoint(self.run_dir / "best.safetensors", self.model, meta)
+                        self.run.save_best(self.model, meta)
                 else:
                     self.best["bad_evals"] += 1
                     stop = cfg.patience > 0 and self.best["bad_evals"] >= cfg.patience
             if self.dist.is_main:
-                with open(log_path, "a") as f:  # log first: resume drops lines newer than the checkpoint
-                    f.write(json.dumps(record) + "\n")
+                self.run.append_log(record)  # log first: resume drops lines newer than the checkpoint
                 self._save_last()
             if not self.quiet:
                 print(_format_record(record, cfg.metric), flush=True)
@@ -205,29 +158,33 @@ class Trainer:
         meta = {"epoch": self.epoch, "best": {**self.best, "value": float(self.best["value"])},
                 "sampler_rng": self.sampler.rng.bit_generator.state,
                 "dropout_rng": self.dropout_rng.bit_generator.state, "num_items": self.split.num_items}
-        save_checkpoint(self.run_dir / "last.safetensors", self.model, meta, self.optimizer,
-                        {"torch_rng": torch.get_rng_state()})
+        self.run.save_last(self.model, meta, self.optimizer, {"torch_rng": torch.get_rng_state()})
 
     def resume(self) -> None:
-        meta, extra = load_checkpoint(self.run_dir / "last.safetensors", self.model, self.optimizer)
+        meta, extra = self.run.load_checkpoint("last", self.model, self.optimizer)
         self.epoch = meta["epoch"]
         self.best = meta["best"]
+        if self.fingerprint:
+            self.run.check_dataset(self.config.dataset, self.fingerprint)
+        if (self.run / "results.json").exists():
+            cfg = self.config
+            if self.epoch >= cfg.epochs:
+                raise ConfigError(f"{self.run.path} finished after {self.epoch} epochs; --epochs is the total, "
+                                  f"so pass --epochs N with N > {self.epoch} to train further")
+            if cfg.patience and self.best["bad_evals"] >= cfg.patience:
+                raise ConfigError(f"{self.run.path} stopped early ({cfg.metric} did not improve for "
+                                  f"{cfg.patience} evaluations); pass a larger --patience to train further")
         self.sampler.rng.bit_generator.state = meta["sampler_rng"]
         self.dropout_rng.bit_generator.state = meta["dropout_rng"]
         torch.set_rng_state(extra["torch_rng"])
-        log_path = self.run_dir / "log.jsonl"
-        if log_path.exists() and self.dist.is_main:
-            records = {}  # by epoch: drops lines newer than the checkpoint and any repeated epoch
-            for line in log_path.read_text().splitlines():
-                if line.strip() and json.loads(line)["epoch"] <= self.epoch:
-                    records[json.loads(line)["epoch"]] = line
-            atomic_write_text(log_path, "".join(records[e] + "\n" for e in sorted(records)))
+        if self.dist.is_main:
+            self.run.truncate_log(self.epoch)
 
     def test(self) -> dict[str, Any]:
         """Evaluate the best checkpoint once on the test split, under both protocols."""
         distributed.barrier(self.dist)  # rank 0 may still be writing best.safetensors
-        if (self.run_dir / "best.safetensors").exists():
-            load_checkpoint(self.run_dir / "best.safetensors", self.model)
+        if (self.run / "best.safetensors").exists():
+            self.run.load_checkpoint("best", self.model)
         scorer = ModelScorer(self.model, self.device)
         results = {"best_epoch": self.best["epoch"], f"valid_{self.config.metric}": float(self.best["value"])}
         for protocol in ("sampled", "full"):
@@ -235,7 +192,7 @@ class Trainer:
                                   seed=self.config.seed)
             results[protocol] = distributed.evaluate(evaluator, scorer, self.dist).to_json()
         if self.dist.is_main:
-            atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=2))
+            self.run.write_results(results)
         return results
 
 
@@ -247,31 +204,43 @@ def _format_record(record: dict[str, Any], metric: str) -> str:
     return text
 
 
-def _lock_run_dir(run_dir: Path) -> object:
-    """An exclusive lock on the run directory, so two processes never train into it at once."""
-    handle = open(run_dir / ".lock", "w")
-    try:
-        import fcntl
-
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # Windows: no advisory locks, carry on
-        pass
-    except OSError:
-        handle.close()
-        raise SASRecError(f"{run_dir} is in use by another training process; wait for it or stop it") from None
-    return handle
+# Settings a resumed run may change; every other option would make it a different run.
+RESUMABLE = ("epochs", "patience", "max_minutes", "eval_every", "device", "threads", "quiet")
 
 
-def default_run_dir(config: Config) -> Path:
-    name = Path(config.dataset).stem if config.dataset not in ("synthetic",) else "synthetic"
-    return Path("runs") / f"{name}-{config.loss}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+def resume_config(run: RunDir, changes: dict[str, Any]) -> Config:
+    """The run's saved config with ``changes`` (non-None command-line values) applied; refuses the others.
+
+    Raises:
+        ConfigError: a change outside :data:`RESUMABLE`, named with the flags a resume accepts.
+    """
+    saved = run.read_config()
+    given = {k: v for k, v in changes.items() if v is not None}
+    refused = sorted(k for k, v in given.items() if k not in RESUMABLE and v != getattr(saved, k, v))
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
+        raise ConfigError(f"--resume continues {run.path} with its saved settings; {flags} cannot change "
+                          f"(a resume accepts {allowed}); start a new run with --out to change them")
+    values = {**saved.to_dict(), **{k: v for k, v in given.items() if k in RESUMABLE}}
+    config = Config(**values)
+    config.validate()
+    return config
 
 
-def train(config: Config, resume: str | None = None, data: Sequences | None = None) -> dict[str, Any]:
-    """Train (or resume) a run, then test its best checkpoint; returns the test results.
+def train(config: Config | None = None, resume: str | Path | None = None, data: Sequences | None = None,
+          changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train a new run (``config``) or resume one (``resume``: its directory; ``changes``: values to apply,
+    see :func:`resume_config`), then test its best checkpoint; returns the test results.
 
     Under torchrun (``WORLD_SIZE`` set) this process joins the job's process group first.
     """
+    if resume is not None:
+        run = RunDir.open(resume, need="last.safetensors")
+        config = resume_config(run, {**(changes or {}), **({"device": config.device, "quiet": config.quiet}
+                                                            if config is not None else {})})
+    elif config is None:
+        raise ConfigError("train() needs a config or a run directory to resume")
     info = distributed.init_from_env(pick_device(config.device))
     try:
         with distributed.fail_clearly(info):
@@ -282,52 +251,61 @@ def train(config: Config, resume: str | None = None, data: Sequences | None = No
         distributed.cleanup(info)
 
 
-def _train(config: Config, resume: str | None, data: Sequences | None, info: DistInfo) -> dict[str, Any]:
-    if resume:
-        run_dir = Path(resume)
-        if not (run_dir / "last.safetensors").exists():
-            raise SASRecError(f"cannot resume: {run_dir} has no last.safetensors (is it a run directory?)")
-        saved = json.loads((run_dir / "config.json").read_text())
-        config = Config(**{**saved, "device": config.device, "quiet": config.quiet})
+def _train(config: Config, resume: str | Path | None, data: Sequences | None, info: DistInfo) -> dict[str, Any]:
+    fingerprint = ""
+    if data is None:  # before the run directory exists: a bad dataset leaves nothing behind
+        data, fingerprint = load_dataset(config)
+    if resume is not None:
+        run = RunDir.open(resume, need="last.safetensors")
     else:
         # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
-        run_dir = Path(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
-        if (run_dir / "last.safetensors").exists():
-            raise SASRecError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-        run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock_run_dir(run_dir) if info.is_main else None  # noqa: F841 - held until training ends
-    trainer = Trainer(config, run_dir, data, dist=info)
-    quiet = trainer.quiet  # --quiet, or not rank 0
-    if resume:
+        path = Path(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
+        run = RunDir.create(path) if info.is_main else RunDir(path)
+    if info.is_main:
+        run.lock()
+    try:
+        results = _run(config, run, resume is not None, data, fingerprint, info)
+    except BaseException as exc:
+        if info.is_main:
+            if resume is None and not (run / "last.safetensors").exists():
+                run.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
+            elif isinstance(exc, KeyboardInterrupt):
+                print(f"\ninterrupted; continue with --resume {run.path}", flush=True)
+        raise
+    finally:
+        run.unlock()
+    if info.is_main:
+        print_results(results, config.metric)
+    return results
+
+
+def _run(config: Config, run: RunDir, resuming: bool, data: Sequences, fingerprint: str, info: DistInfo
+         ) -> dict[str, Any]:
+    trainer = Trainer(config, run, data, fingerprint, dist=info)
+    if resuming:
         trainer.resume()
         if info.is_main:
-            print(f"resuming {run_dir} after epoch {trainer.epoch}", flush=True)
+            run.write_config(config)  # the settings a resume changed (--epochs ...) hold for later resumes
+            print(f"resuming {run.path} after epoch {trainer.epoch}", flush=True)
     elif info.is_main:
-        atomic_write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
-        atomic_write_text(run_dir / "fingerprint.json", json.dumps(
-            {"dataset": trainer.fingerprint, "sasrec_version": sasrec.__version__, "git_commit": git_commit(),
-             "torch": torch.__version__, "numpy": np.__version__}, indent=2))
-    if not quiet:
+        run.write_config(config)
+        run.write_fingerprint(trainer.fingerprint)
+    if not trainer.quiet:  # --quiet, or not rank 0
         s = trainer.split
-        print(f"run {run_dir}: {s.num_users} users, {s.num_items} items, {len(s.train.items)} training items; "
+        print(f"run {run.path}: {s.num_users} users, {s.num_items} items, {len(s.train.items)} training items; "
               f"{sum(p.numel() for p in trainer.model.parameters())} parameters"
               + (f"; {info.world} processes ({info.backend})" if info.enabled else ""), flush=True)
-    try:
-        trainer.fit()
-    except KeyboardInterrupt:
-        if info.is_main:
-            print(f"\ninterrupted after epoch {trainer.epoch}; continue with --resume {run_dir}", flush=True)
-        raise
+    trainer.fit()
     if info.is_main:
-        from sasrec.plots import plot_learning_curve
+        run.plot()
+    return trainer.test()
 
-        plot_learning_curve(run_dir / "log.jsonl", run_dir / "learning_curve.png")
-    results = trainer.test()
-    if not quiet:
-        print(f"best epoch {results['best_epoch']} (validation {config.metric} "
-              f"{results[f'valid_{config.metric}']:.4f}); test metrics:")
-        for protocol in ("sampled", "full"):
-            m = results[protocol]["metrics"]
-            users = results[protocol]["users"]
-            print(f"  {protocol:8s} HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}  ({users} users)")
-    return results
+
+def print_results(results: dict[str, Any], metric: str) -> None:
+    """The final test metrics (always printed, even with --quiet: they are the run's answer)."""
+    print(f"best epoch {results['best_epoch']} (validation {metric} {results[f'valid_{metric}']:.4f}); "
+          "test metrics:")
+    for protocol in ("sampled", "full"):
+        m = results[protocol]["metrics"]
+        users = results[protocol]["users"]
+        print(f"  {protocol:8s} HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}  ({users} users)", flush=True)
