@@ -95,15 +95,19 @@ def test_long_histories_read_their_last_maxlen(exported: tuple[Recommender, ort.
 LONG = [i % NUM_ITEMS + 1 for i in range(3 * MAXLEN + 3)]
 
 
-@pytest.mark.parametrize(("history", "valid", "skipped"), [
-    ([-3, 4, 5], [4, 5], 1),  # negative
-    ([4, NUM_ITEMS + 1, 5, 10**12], [4, 5], 2),  # too large
-    ([0, 0, 4, 5], [4, 5], 0),  # left padding
-    ([4, 0, 5, 0, 6], [4, 5, 6], 0),  # zeros inside the history
-    ([-1] * 5 + LONG, LONG, 5),  # invalid and long
-])
-def test_ids_outside_the_catalogue_are_skipped(exported: tuple[Recommender, ort.InferenceSession],
-                                              history: list[int], valid: list[int], skipped: int) -> None:
+@pytest.mark.parametrize(
+    ("history", "valid", "skipped"),
+    [
+        ([-3, 4, 5], [4, 5], 1),  # negative
+        ([4, NUM_ITEMS + 1, 5, 10**12], [4, 5], 2),  # too large
+        ([0, 0, 4, 5], [4, 5], 0),  # left padding
+        ([4, 0, 5, 0, 6], [4, 5, 6], 0),  # zeros inside the history
+        ([-1] * 5 + LONG, LONG, 5),  # invalid and long
+    ],
+)
+def test_ids_outside_the_catalogue_are_skipped(
+    exported: tuple[Recommender, ort.InferenceSession], history: list[int], valid: list[int], skipped: int
+) -> None:
     rec, session = exported
     histories = right_pad([history, [7, 8]])  # the second row checks that rows do not mix
     scores, read, ids_skipped = session.run(None, {"histories": histories})

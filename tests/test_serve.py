@@ -41,8 +41,13 @@ def as_pairs(items: list[dict]) -> list[tuple[str, float]]:
 
 
 def test_health_and_openapi(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "num_items": NUM_ITEMS, "maxlen": 10,
-                                            "max_batch": MAX_BATCH, "max_body_bytes": MiB}
+    assert client.get("/health").json() == {
+        "status": "ok",
+        "num_items": NUM_ITEMS,
+        "maxlen": 10,
+        "max_batch": MAX_BATCH,
+        "max_body_bytes": MiB,
+    }
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/recommend", "/recommend/batch", "/health"} <= set(paths)
 
@@ -72,22 +77,25 @@ def test_unknown_items_skip(client: TestClient, rec: Recommender) -> None:
     assert body["skipped"] == ["x1"] and as_pairs(body["items"]) == rec.recommend(["m101"], k=2)
 
 
-@pytest.mark.parametrize(("path", "payload", "status", "message"), [
-    ("/recommend", {"history": []}, 422, "at least 1"),
-    ("/recommend", {"history": ["m101", "x1", "x2"]}, 422, "x1"),
-    ("/recommend", {"history": ["x1"], "unknown": "skip"}, 422, "no known item"),
-    ("/recommend", {"history": ["m101"], "k": 0}, 422, "greater than or equal to 1"),
-    ("/recommend", {"history": ["m101"], "k": NUM_ITEMS + 1}, 422, f"number of items ({NUM_ITEMS})"),
-    ("/recommend", {"history": "m101"}, 422, "list"),
-    ("/recommend", {"history": [1.5]}, 422, "history"),
-    ("/recommend", {"history": ["m101"], "unknown": "guess"}, 422, "'error' or 'skip'"),
-    ("/recommend", {}, 422, "history"),
-    ("/recommend/batch", {"histories": []}, 422, "at least 1"),
-    ("/recommend/batch", {"histories": [["m101"], []]}, 422, "history at index 1 is empty"),
-    ("/recommend/batch", {"histories": [["m101"], ["m102", "zz"]]}, 422, "history at index 1"),
-    ("/recommend/batch", {"histories": [["m101"]] * (MAX_BATCH + 1)}, 413, "split it"),
-    ("/recommend/batch", {"histories": [["m101"]], "k": NUM_ITEMS + 1}, 422, "between 1 and"),
-])
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "message"),
+    [
+        ("/recommend", {"history": []}, 422, "at least 1"),
+        ("/recommend", {"history": ["m101", "x1", "x2"]}, 422, "x1"),
+        ("/recommend", {"history": ["x1"], "unknown": "skip"}, 422, "no known item"),
+        ("/recommend", {"history": ["m101"], "k": 0}, 422, "greater than or equal to 1"),
+        ("/recommend", {"history": ["m101"], "k": NUM_ITEMS + 1}, 422, f"number of items ({NUM_ITEMS})"),
+        ("/recommend", {"history": "m101"}, 422, "list"),
+        ("/recommend", {"history": [1.5]}, 422, "history"),
+        ("/recommend", {"history": ["m101"], "unknown": "guess"}, 422, "'error' or 'skip'"),
+        ("/recommend", {}, 422, "history"),
+        ("/recommend/batch", {"histories": []}, 422, "at least 1"),
+        ("/recommend/batch", {"histories": [["m101"], []]}, 422, "history at index 1 is empty"),
+        ("/recommend/batch", {"histories": [["m101"], ["m102", "zz"]]}, 422, "history at index 1"),
+        ("/recommend/batch", {"histories": [["m101"]] * (MAX_BATCH + 1)}, 413, "split it"),
+        ("/recommend/batch", {"histories": [["m101"]], "k": NUM_ITEMS + 1}, 422, "between 1 and"),
+    ],
+)
 def test_bad_requests(client: TestClient, path: str, payload: dict, status: int, message: str) -> None:
     response = client.post(path, json=payload)
     assert response.status_code == status, response.text
@@ -121,8 +129,10 @@ def test_micro_batcher_groups_concurrent_requests(rec: Recommender) -> None:
 
 def strict_json(text: str) -> object:
     """``json.loads`` that refuses NaN and Infinity, which are not JSON."""
+
     def refuse(constant: str) -> None:
         raise ValueError(f"{constant} is not JSON")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -149,8 +159,11 @@ def test_oversized_body_gets_413_before_parsing(client: TestClient, body_reads: 
     response = client.post("/recommend", content=content, headers={"content-type": "application/json"})
     elapsed = time.perf_counter() - start
     assert response.status_code == 413, response.text[:300]
-    assert "content-length" in response.request.headers if framing == "content-length" else \
-        "content-length" not in response.request.headers
+    assert (
+        "content-length" in response.request.headers
+        if framing == "content-length"
+        else "content-length" not in response.request.headers
+    )
     assert "--max-body-bytes" in response.json()["detail"] and len(response.content) < 300
     assert body_reads == []  # FastAPI never read, so never parsed, the body
     assert elapsed < 2.0  # 2.8-4 s before the limit, most of it parsing and echoing the body
@@ -161,8 +174,9 @@ def test_real_server_answers_413_to_a_client_still_sending(rec: Recommender) -> 
     reset under it) and can send its next request on the same connection."""
     uvicorn = pytest.importorskip("uvicorn")
     httpx = pytest.importorskip("httpx")
-    server = uvicorn.Server(uvicorn.Config(create_app(rec, max_batch=MAX_BATCH), host="127.0.0.1", port=0,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(rec, max_batch=MAX_BATCH), host="127.0.0.1", port=0, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -225,19 +239,23 @@ def test_default_body_limit_fits_a_full_batch(rec: Recommender) -> None:
     big_batch = 20_000
     limit = default_max_body_bytes(rec, big_batch)
     longest = max(ITEM_IDS, key=lambda i: len(json.dumps(i)))
-    full = json.dumps({"histories": [[longest] * MAXLEN] * big_batch, "k": 10, "exclude_seen": True,
-                       "unknown": "error"})
+    full = json.dumps(
+        {"histories": [[longest] * MAXLEN] * big_batch, "k": 10, "exclude_seen": True, "unknown": "error"}
+    )
     assert MiB < len(full) <= limit < 2 * len(full)
 
 
-@pytest.mark.parametrize(("payload", "marker"), [
-    ({"history": ["marker-id"] * 50_000}, "marker-id"),  # too long: 10,000 at most
-    ({"history": [1.5] * 100_000}, "1.5"),  # 100,000 type errors
-    ({"history": [f"marker-{i}" for i in range(10_000)]}, "marker-"),  # 10,000 unknown ids
-    ({"history": ["marker" * 100_000]}, "marker" * 10),  # one unknown id of 600 kB
-    ({"histories": [["m101"], ["marker"] * 5000]}, "marker"),
-    ({"history": {"marker": 1}}, "marker"),  # not a list
-])
+@pytest.mark.parametrize(
+    ("payload", "marker"),
+    [
+        ({"history": ["marker-id"] * 50_000}, "marker-id"),  # too long: 10,000 at most
+        ({"history": [1.5] * 100_000}, "1.5"),  # 100,000 type errors
+        ({"history": [f"marker-{i}" for i in range(10_000)]}, "marker-"),  # 10,000 unknown ids
+        ({"history": ["marker" * 100_000]}, "marker" * 10),  # one unknown id of 600 kB
+        ({"histories": [["m101"], ["marker"] * 5000]}, "marker"),
+        ({"history": {"marker": 1}}, "marker"),  # not a list
+    ],
+)
 def test_422_does_not_echo_the_input(client: TestClient, payload: dict, marker: str) -> None:
     path = "/recommend/batch" if "histories" in payload else "/recommend"
     response = client.post(path, json=payload)
@@ -254,8 +272,11 @@ def test_validation_errors_keep_location_and_message(client: TestClient) -> None
     assert detail[0]["loc"][:3] == ["body", "history", 0] and "valid string" in detail[0]["msg"]
     assert set(detail[0]) == {"type", "loc", "msg"}
     # Two errors per float: it is neither a string nor an integer.
-    assert detail[-1] == {"type": "too_many_errors", "loc": ["body"],
-                          "msg": f"{2 * 50 - MAX_ERRORS} more errors not listed"}
+    assert detail[-1] == {
+        "type": "too_many_errors",
+        "loc": ["body"],
+        "msg": f"{2 * 50 - MAX_ERRORS} more errors not listed",
+    }
     broken = client.post("/recommend", content=b'{"history": [', headers={"content-type": "application/json"})
     assert broken.status_code == 422 and "JSON decode error" in broken.json()["detail"][0]["msg"]
 
@@ -278,13 +299,16 @@ class RefusingRecommender(Recommender):
 
 
 @pytest.mark.parametrize("micro_batch", [True, False])
-@pytest.mark.parametrize(("fake", "message"), [(NaNRecommender, "non-finite scores"),
-                                               (RefusingRecommender, "scores are not finite")])
+@pytest.mark.parametrize(
+    ("fake", "message"), [(NaNRecommender, "non-finite scores"), (RefusingRecommender, "scores are not finite")]
+)
 def test_scoring_faults_give_a_json_500(rec: Recommender, micro_batch: bool, fake: type, message: str) -> None:
     app = create_app(fake(rec.model, ITEM_IDS), max_batch=MAX_BATCH, micro_batch=micro_batch)
     with TestClient(app, raise_server_exceptions=False) as client:
-        for path, payload in [("/recommend", {"history": ["m103"], "k": 2}),
-                              ("/recommend/batch", {"histories": [["m103"]], "k": 2})]:
+        for path, payload in [
+            ("/recommend", {"history": ["m103"], "k": 2}),
+            ("/recommend/batch", {"histories": [["m103"]], "k": 2}),
+        ]:
             response = client.post(path, json=payload)
             assert response.status_code == 500
             assert message in strict_json(response.text)["detail"]
@@ -297,8 +321,10 @@ def test_diverged_model_never_sends_nan(tmp_path: Path) -> None:
     with torch.no_grad():
         diverged.model.item_emb.weight[1:] = float("nan")
     with TestClient(create_app(diverged, max_batch=MAX_BATCH), raise_server_exceptions=False) as client:
-        for path, payload in [("/recommend", {"history": ["m103"], "k": 3}),
-                              ("/recommend/batch", {"histories": [["m103"], ["m104"]], "k": 3})]:
+        for path, payload in [
+            ("/recommend", {"history": ["m103"], "k": 3}),
+            ("/recommend/batch", {"histories": [["m103"], ["m104"]], "k": 3}),
+        ]:
             response = client.post(path, json=payload)
             assert response.headers["content-type"] == "application/json", response.text[:200]
             body = strict_json(response.text)
@@ -314,15 +340,24 @@ def test_diverged_model_never_sends_nan(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-@pytest.mark.parametrize(("option", "value", "message"), [
-    ("--port", "99999", "--port must be between 0 and 65535 (0: any free port)"),
-    ("--port", "-1", "--port must be between 0 and 65535 (0: any free port)"),
-    ("--port", "65536", "--port must be between 0 and 65535 (0: any free port)"),
-    ("--max-body-bytes", "0", "--max-body-bytes must be >= 1"),
-    ("--max-batch", "0", "--max-batch must be >= 1"),
-])
-def test_bad_serve_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                           option: str, value: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--port", "99999", "--port must be between 0 and 65535 (0: any free port)"),
+        ("--port", "-1", "--port must be between 0 and 65535 (0: any free port)"),
+        ("--port", "65536", "--port must be between 0 and 65535 (0: any free port)"),
+        ("--max-body-bytes", "0", "--max-body-bytes must be >= 1"),
+        ("--max-batch", "0", "--max-batch must be >= 1"),
+    ],
+)
+def test_bad_serve_options(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    value: str,
+    message: str,
+) -> None:
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("started although an option is bad")
 

@@ -81,8 +81,10 @@ class ScoringNetwork(nn.Module):
 def check_opset(opset: int) -> None:
     """Raise ConfigError unless ``opset`` is one this model exports to (``MIN_OPSET..MAX_OPSET``)."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ConfigError(f"ONNX opset {opset} (--opset) is not supported: this model exports to opsets "
-                          f"{MIN_OPSET}..{MAX_OPSET} (default {OPSET})")
+        raise ConfigError(
+            f"ONNX opset {opset} (--opset) is not supported: this model exports to opsets "
+            f"{MIN_OPSET}..{MAX_OPSET} (default {OPSET})"
+        )
 
 
 def check_output(path: str | Path, overwrite: bool = False) -> Path:
@@ -109,20 +111,25 @@ def check_finite(model: SASRec, source: str = "the model") -> None:
     bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise SASRecError(f"{source} has non-finite weights (NaN or infinity in {shown}): its training diverged; "
-                          "export another checkpoint or retrain")
+        raise SASRecError(
+            f"{source} has non-finite weights (NaN or infinity in {shown}): its training diverged; "
+            "export another checkpoint or retrain"
+        )
     generator = torch.Generator().manual_seed(0)
     probe = torch.randint(1, model.num_items + 1, (16, model.maxlen), generator=generator)
     probe[8:, model.maxlen // 2 :] = 0  # short histories too
     with torch.no_grad():
         scores, _, _ = ScoringNetwork(model).cpu().eval()(probe)
     if not scores.isfinite().all():
-        raise SASRecError(f"{source} gives non-finite scores (NaN or infinity) although its weights are finite: "
-                          "they overflow float32; export another checkpoint or retrain")
+        raise SASRecError(
+            f"{source} gives non-finite scores (NaN or infinity) although its weights are finite: "
+            "they overflow float32; export another checkpoint or retrain"
+        )
 
 
-def export_onnx(model: SASRec, path: str | Path, opset: int = OPSET, overwrite: bool = False,
-                source: str = "the model") -> Path:
+def export_onnx(
+    model: SASRec, path: str | Path, opset: int = OPSET, overwrite: bool = False, source: str = "the model"
+) -> Path:
     """Write ``model``'s scoring network to ``path`` as ONNX (legacy TorchScript exporter, opset ``opset``).
 
     ``source`` names the model in error messages (e.g. its checkpoint file). Returns the path.
@@ -148,16 +155,30 @@ def export_onnx(model: SASRec, path: str | Path, opset: int = OPSET, overwrite: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
-            torch.onnx.export(network, (example,), str(temporary), input_names=["histories"],
-                              output_names=list(OUTPUTS), opset_version=opset, dynamo=False,
-                              dynamic_axes={"histories": {0: "batch", 1: "length"}, "scores": {0: "batch"},
-                                            "items_read": {0: "batch"}, "ids_skipped": {0: "batch"}})
+            torch.onnx.export(
+                network,
+                (example,),
+                str(temporary),
+                input_names=["histories"],
+                output_names=list(OUTPUTS),
+                opset_version=opset,
+                dynamo=False,
+                dynamic_axes={
+                    "histories": {0: "batch", 1: "length"},
+                    "scores": {0: "batch"},
+                    "items_read": {0: "batch"},
+                    "ids_skipped": {0: "batch"},
+                },
+            )
         proto = onnx.load(str(temporary))
-        for key, value in {"maxlen": model.maxlen, "num_items": model.num_items,
-                           "input_layout": "int64 item ids; ids outside 1..num_items (0 = padding) are skipped, "
-                                           "then the last maxlen are read",
-                           "output": "scores of items 0..num_items (column 0 is padding, ignore it); items_read "
-                                     "and ids_skipped per row"}.items():
+        for key, value in {
+            "maxlen": model.maxlen,
+            "num_items": model.num_items,
+            "input_layout": "int64 item ids; ids outside 1..num_items (0 = padding) are skipped, "
+            "then the last maxlen are read",
+            "output": "scores of items 0..num_items (column 0 is padding, ignore it); items_read "
+            "and ids_skipped per row",
+        }.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, str(value)
         onnx.save(proto, str(temporary))
@@ -183,8 +204,15 @@ def export_command(args: argparse.Namespace) -> int:
     check_opset(args.opset)
     out = check_output(Path(args.out) if args.out else Path(args.run) / "model.onnx", args.force)
     loaded = load_run(args.run, args.checkpoint, "cpu")
-    export_onnx(loaded.model, out, args.opset, overwrite=args.force,
-                source=f"checkpoint {loaded.path / f'{args.checkpoint}.safetensors'}")
-    print(f"wrote {out}: input histories (B, T) int64 (the last {loaded.model.maxlen} valid ids are read), "
-          f"outputs scores (B, {loaded.model.num_items + 1}) float32, items_read (B,), ids_skipped (B,)")
+    export_onnx(
+        loaded.model,
+        out,
+        args.opset,
+        overwrite=args.force,
+        source=f"checkpoint {loaded.path / f'{args.checkpoint}.safetensors'}",
+    )
+    print(
+        f"wrote {out}: input histories (B, T) int64 (the last {loaded.model.maxlen} valid ids are read), "
+        f"outputs scores (B, {loaded.model.num_items + 1}) float32, items_read (B,), ids_skipped (B,)"
+    )
     return 0

@@ -62,8 +62,10 @@ _UNKNOWN = Field("error", description="unknown item ids: 'error' (422 naming the
 
 class RecommendRequest(BaseModel):
     history: list[ItemIdIn] = Field(
-        min_length=1, max_length=MAX_HISTORY,
-        description="original item ids, oldest first; only the last maxlen are read")
+        min_length=1,
+        max_length=MAX_HISTORY,
+        description="original item ids, oldest first; only the last maxlen are read",
+    )
     k: int = _K
     exclude_seen: bool = _SEEN
     unknown: Literal["error", "skip"] = _UNKNOWN
@@ -71,7 +73,8 @@ class RecommendRequest(BaseModel):
 
 class BatchRequest(BaseModel):
     histories: list[list[ItemIdIn]] = Field(
-        min_length=1, description="histories of original item ids, at most max_batch (see /health)")
+        min_length=1, description="histories of original item ids, at most max_batch (see /health)"
+    )
     k: int = _K
     exclude_seen: bool = _SEEN
     unknown: Literal["error", "skip"] = _UNKNOWN
@@ -163,8 +166,10 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = (f"request body is larger than the limit of {self.max_bytes} bytes (serve --max-body-bytes); "
-                  "split the batch or send shorter histories")
+        detail = (
+            f"request body is larger than the limit of {self.max_bytes} bytes (serve --max-body-bytes); "
+            "split the batch or send shorter histories"
+        )
         # The connection stays open: the server discards the rest of the body unparsed, so the client can finish
         # sending it and read this answer (closing now would reset the connection under a client still sending).
         response = JSONResponse({"detail": detail}, status_code=413)
@@ -193,12 +198,17 @@ def _validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
         message = error.get("msg", "")
         if error.get("type") == "json_invalid" and "error" in (error.get("ctx") or {}):
             message = f"{message}: {error['ctx']['error']}"  # the parser's reason; it never quotes the input
-        out.append({"type": _clip(error.get("type", ""), 50),
-                    "loc": [p if isinstance(p, int) else _clip(p, MAX_ID_CHARS) for p in error.get("loc", ())],
-                    "msg": _clip(message)})
+        out.append(
+            {
+                "type": _clip(error.get("type", ""), 50),
+                "loc": [p if isinstance(p, int) else _clip(p, MAX_ID_CHARS) for p in error.get("loc", ())],
+                "msg": _clip(message),
+            }
+        )
     if len(errors) > MAX_ERRORS:
-        out.append({"type": "too_many_errors", "loc": ["body"],
-                    "msg": f"{len(errors) - MAX_ERRORS} more errors not listed"})
+        out.append(
+            {"type": "too_many_errors", "loc": ["body"], "msg": f"{len(errors) - MAX_ERRORS} more errors not listed"}
+        )
     return out
 
 
@@ -279,8 +289,12 @@ def _resolve(future: asyncio.Future, value: Any, failed: bool) -> None:
         future.set_result(value)
 
 
-def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH, micro_batch: bool = True,
-               max_body_bytes: int | None = None) -> FastAPI:
+def create_app(
+    recommender: Recommender,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    micro_batch: bool = True,
+    max_body_bytes: int | None = None,
+) -> FastAPI:
     """The FastAPI app serving ``recommender``; ``max_batch`` bounds ``/recommend/batch`` requests.
 
     ``max_body_bytes`` bounds every request body (413 above it); None: :func:`default_max_body_bytes`.
@@ -300,9 +314,12 @@ def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH, mic
         if batcher is not None:
             batcher.stop()
 
-    app = FastAPI(title="SASRec recommendations", version="1.0",
-                  description="Next-item recommendations from a trained SASRec run, in the dataset's "
-                              "original item ids.", lifespan=lifespan)
+    app = FastAPI(
+        title="SASRec recommendations",
+        version="1.0",
+        description="Next-item recommendations from a trained SASRec run, in the dataset's original item ids.",
+        lifespan=lifespan,
+    )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -312,8 +329,7 @@ def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH, mic
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         # A JSON answer instead of Starlette's plain-text one; the traceback still goes to the server log.
-        return JSONResponse({"detail": _clip(f"internal server error: {type(exc).__name__}: {exc}")},
-                            status_code=500)
+        return JSONResponse({"detail": _clip(f"internal server error: {type(exc).__name__}: {exc}")}, status_code=500)
 
     def check_k(k: int) -> None:
         if not 1 <= k <= num_items:
@@ -326,32 +342,58 @@ def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH, mic
         try:
             encoded = recommender.encode(history, unknown)
         except UnknownItemsError as exc:
-            message = (f"unknown item id(s) in the {where}: {_show_ids(exc.ids)}. They are not in the catalogue "
-                       'the run was trained on; remove them, or skip them ("unknown": "skip")')
-            raise HTTPException(422, {"message": message, "unknown_count": len(exc.ids),
-                                      "unknown_items": [_clip(i, MAX_ID_CHARS) for i in exc.ids[:MAX_SHOWN_IDS]],
-                                      "index": row}) from None
+            message = (
+                f"unknown item id(s) in the {where}: {_show_ids(exc.ids)}. They are not in the catalogue "
+                'the run was trained on; remove them, or skip them ("unknown": "skip")'
+            )
+            raise HTTPException(
+                422,
+                {
+                    "message": message,
+                    "unknown_count": len(exc.ids),
+                    "unknown_items": [_clip(i, MAX_ID_CHARS) for i in exc.ids[:MAX_SHOWN_IDS]],
+                    "index": row,
+                },
+            ) from None
         if not encoded.ids:
-            raise HTTPException(422, f"{where} is empty" if not encoded.skipped else
-                                f"{where} has no known item (all skipped: {_show_ids(encoded.skipped)})")
+            raise HTTPException(
+                422,
+                f"{where} is empty"
+                if not encoded.skipped
+                else f"{where} has no known item (all skipped: {_show_ids(encoded.skipped)})",
+            )
         return encoded.ids, encoded.skipped
 
     def respond(items: list[tuple[str, float]], skipped: list[str]) -> Recommendations:
         if not all(math.isfinite(score) for _, score in items):
             # NaN or infinity is not JSON; such a model has diverged and no ranking of it means anything.
-            raise HTTPException(500, "the model produced non-finite scores (NaN or infinity): its weights have "
-                                     "diverged; serve another checkpoint or retrain")
+            raise HTTPException(
+                500,
+                "the model produced non-finite scores (NaN or infinity): its weights have "
+                "diverged; serve another checkpoint or retrain",
+            )
         return Recommendations(items=[ScoredItem(item_id=i, score=s) for i, s in items], skipped=skipped)
 
     @app.get("/health", response_model=Health, summary="Service status and model size")
     def health() -> Health:
-        return Health(status="ok", num_items=num_items, maxlen=recommender.maxlen, max_batch=max_batch,
-                      max_body_bytes=max_body_bytes)
+        return Health(
+            status="ok",
+            num_items=num_items,
+            maxlen=recommender.maxlen,
+            max_batch=max_batch,
+            max_body_bytes=max_body_bytes,
+        )
 
-    @app.post("/recommend", response_model=Recommendations, summary="Top-k next items for one history",
-              responses={413: {"description": "request body larger than max_body_bytes (see /health)"},
-                         422: {"description": "empty history, unknown item ids or k out of range"},
-                         500: {"description": "the model produced non-finite scores, or another server fault"}})
+    @app.post(
+        "/recommend",
+        response_model=Recommendations,
+        summary="Top-k next items for one history",
+        responses={
+            413: {"description": "request body larger than max_body_bytes (see /health)"},
+            422: {"description": "empty history, unknown item ids or k out of range"},
+            500: {"description": "the model produced non-finite scores, or another server fault"},
+        },
+    )
     async def recommend(request: RecommendRequest) -> Recommendations:
         check_k(request.k)
         ids, skipped = encode(request.history, request.unknown)
@@ -362,22 +404,34 @@ def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH, mic
             items = rows[0]
         return respond(items, skipped)
 
-    @app.post("/recommend/batch", response_model=BatchRecommendations,
-              summary="Top-k next items for many histories (one forward pass per chunk)",
-              responses={413: {"description": f"more than {max_batch} histories, or a request body larger "
-                                              "than max_body_bytes (see /health)"},
-                         422: {"description": "an empty history, unknown item ids or k out of range"},
-                         500: {"description": "the model produced non-finite scores, or another server fault"}})
+    @app.post(
+        "/recommend/batch",
+        response_model=BatchRecommendations,
+        summary="Top-k next items for many histories (one forward pass per chunk)",
+        responses={
+            413: {
+                "description": f"more than {max_batch} histories, or a request body larger "
+                "than max_body_bytes (see /health)"
+            },
+            422: {"description": "an empty history, unknown item ids or k out of range"},
+            500: {"description": "the model produced non-finite scores, or another server fault"},
+        },
+    )
     async def recommend_batch(request: BatchRequest) -> BatchRecommendations:
         if len(request.histories) > max_batch:
-            raise HTTPException(413, f"batch of {len(request.histories)} histories is larger than the limit "
-                                     f"of {max_batch}; split it into smaller requests")
+            raise HTTPException(
+                413,
+                f"batch of {len(request.histories)} histories is larger than the limit "
+                f"of {max_batch}; split it into smaller requests",
+            )
         check_k(request.k)
         encoded = [encode(h, request.unknown, row) for row, h in enumerate(request.histories)]
-        results = await run_in_threadpool(recommender.recommend_ids, [ids for ids, _ in encoded], request.k,
-                                          request.exclude_seen)
-        return BatchRecommendations(results=[respond(items, skipped)
-                                             for items, (_, skipped) in zip(results, encoded, strict=True)])
+        results = await run_in_threadpool(
+            recommender.recommend_ids, [ids for ids, _ in encoded], request.k, request.exclude_seen
+        )
+        return BatchRecommendations(
+            results=[respond(items, skipped) for items, (_, skipped) in zip(results, encoded, strict=True)]
+        )
 
     return app
 
