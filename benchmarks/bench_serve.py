@@ -9,7 +9,10 @@ maxlen 200, d = 50, 2 blocks, saved as a run directory in a temporary folder. Th
    sends ``--requests`` single-history ``POST /recommend`` requests (k = 10) from ``--concurrency``
    concurrent clients, stopping early after ``--time-limit`` seconds, and reports requests/s and the
    p50/p99 latency seen by the clients;
-2. times ``Recommender.recommend_batch`` on batches of ``--batch-size`` histories (histories/s).
+2. sends one oversized body of ``--oversized-mb`` MB (0: skip), once with ``Content-Length`` and once chunked,
+   and reports its status, response size and time, and the latency of small requests sent meanwhile (the
+   service should refuse it with a short 413 before parsing it, without delaying the others);
+3. times ``Recommender.recommend_batch`` on batches of ``--batch-size`` histories (histories/s).
 
 Histories have MovieLens-1M-like lengths (log-normal, median about 100, at least 20, so many exceed maxlen and
 are truncated to the most recent 200 items). The clients run on the same machine as the server, so on a small
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -64,8 +68,22 @@ def free_port() -> int:
 
 def start_server(run_dir: Path, port: int, timeout: float = 120.0) -> subprocess.Popen:
     """``sasrec serve`` on 127.0.0.1:port in a subprocess; returns once /health answers."""
-    proc = subprocess.Popen([sys.executable, "-m", "sasrec.cli", "serve", "--run", str(run_dir), "--host",
-                             "127.0.0.1", "--port", str(port), "--log-level", "warning"])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sasrec.cli",
+            "serve",
+            "--run",
+            str(run_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+    )
     deadline = time.monotonic() + timeout
     with httpx.Client(trust_env=False) as client:
         while time.monotonic() < deadline:
@@ -80,8 +98,7 @@ def start_server(run_dir: Path, port: int, timeout: float = 120.0) -> subprocess
     raise RuntimeError(f"the server did not answer /health within {timeout:.0f} s")
 
 
-async def load_test(port: int, histories: list[list[str]], requests: int, concurrency: int,
-                    time_limit: float) -> dict:
+async def load_test(port: int, histories: list[list[str]], requests: int, concurrency: int, time_limit: float) -> dict:
     """Send up to ``requests`` POST /recommend from ``concurrency`` clients; latency in milliseconds."""
     url = f"http://127.0.0.1:{port}/recommend"
     latencies: list[float] = []
@@ -106,10 +123,64 @@ async def load_test(port: int, histories: list[list[str]], requests: int, concur
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-    return {"requests": len(latencies), "errors": errors, "concurrency": concurrency,
-            "seconds": round(elapsed, 3), "requests_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(float(np.percentile(latencies, 50)), 2),
-            "p99_ms": round(float(np.percentile(latencies, 99)), 2)}
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 3),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+    }
+
+
+async def oversized_test(port: int, history: list[str], megabytes: float) -> dict:
+    """POST /recommend with a ``megabytes`` MB body (Content-Length, then chunked) while small requests run.
+
+    Returns per framing the status, response bytes and seconds, and the p50 and worst latency in ms of small
+    requests sent one after another until it is answered (and their p50 when idle, for comparison).
+    """
+    url = f"http://127.0.0.1:{port}/recommend"
+    item = json.dumps(history[0]).encode()
+    body = b'{"history": [' + b", ".join([item] * int(megabytes * 1e6 / (len(item) + 2))) + b"]}"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: sent with chunked transfer encoding
+        for i in range(0, len(body), 1 << 16):
+            yield body[i : i + (1 << 16)]
+
+    async with httpx.AsyncClient(trust_env=False, timeout=120.0) as client:
+
+        async def small(latencies: list[float]) -> None:
+            t0 = time.perf_counter()
+            (await client.post(url, json={"history": history, "k": 10})).raise_for_status()
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+        idle: list[float] = []
+        for _ in range(10):
+            await small(idle)
+        results: dict = {"body_bytes": len(body), "small_p50_ms_idle": round(float(np.median(idle)), 2)}
+        for framing in ("content-length", "chunked"):
+            t0 = time.perf_counter()
+            big = asyncio.create_task(
+                client.post(
+                    url,
+                    content=body if framing == "content-length" else chunks(),
+                    headers={"content-type": "application/json"},
+                )
+            )
+            during: list[float] = []
+            while not big.done() or not during:  # small requests one after another until the big one is answered
+                await small(during)
+            response = await big
+            results[framing] = {
+                "status": response.status_code,
+                "response_bytes": len(response.content),
+                "seconds": round(time.perf_counter() - t0, 3),
+                "small_requests": len(during),
+                "small_p50_ms": round(float(np.median(during)), 2),
+                "small_max_ms": round(max(during), 2),
+            }
+    return results
 
 
 def api_throughput(rec: Recommender, histories: list[list[str]], batch_size: int, batches: int) -> dict:
@@ -120,8 +191,12 @@ def api_throughput(rec: Recommender, histories: list[list[str]], batch_size: int
     for chunk in chunks:
         rec.recommend_batch(chunk, k=10)
     elapsed = time.perf_counter() - start
-    return {"batch_size": batch_size, "batches": batches, "seconds": round(elapsed, 3),
-            "histories_per_s": round(batch_size * batches / elapsed, 1)}
+    return {
+        "batch_size": batch_size,
+        "batches": batches,
+        "seconds": round(elapsed, 3),
+        "histories_per_s": round(batch_size * batches / elapsed, 1),
+    }
 
 
 def main() -> None:
@@ -130,6 +205,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500, help="single-history requests to send")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent clients")
     parser.add_argument("--time-limit", type=float, default=30.0, help="stop sending after this many seconds")
+    parser.add_argument(
+        "--oversized-mb", type=float, default=10.0, help="size of the oversized request body in MB (0: skip that test)"
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="histories per Python API call")
     parser.add_argument("--batches", type=int, default=8, help="Python API calls to time")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "bench_serve.json")
@@ -141,31 +219,64 @@ def main() -> None:
         rec = Recommender.load(run_dir)
         histories = random_histories(rng, rec, max(args.batch_size * args.batches, 1000))
         lengths = np.array([len(h) for h in histories])
-        print(f"model: {rec.num_items} items, maxlen {rec.maxlen}; histories: median length "
-              f"{int(np.median(lengths))}, {np.mean(lengths > rec.maxlen):.0%} longer than maxlen")
+        print(
+            f"model: {rec.num_items} items, maxlen {rec.maxlen}; histories: median length "
+            f"{int(np.median(lengths))}, {np.mean(lengths > rec.maxlen):.0%} longer than maxlen"
+        )
 
         port = free_port()
         server = start_server(run_dir, port)
         try:
             http = asyncio.run(load_test(port, histories, args.requests, args.concurrency, args.time_limit))
+            oversized = None
+            if args.oversized_mb:
+                oversized = asyncio.run(oversized_test(port, histories[0], args.oversized_mb))
         finally:
             server.terminate()
             server.wait(timeout=30)
-        print(f"HTTP POST /recommend: {http['requests']} requests ({http['errors']} errors) from "
-              f"{http['concurrency']} clients in {http['seconds']} s: {http['requests_per_s']} req/s, "
-              f"p50 {http['p50_ms']} ms, p99 {http['p99_ms']} ms")
+        print(
+            f"HTTP POST /recommend: {http['requests']} requests ({http['errors']} errors) from "
+            f"{http['concurrency']} clients in {http['seconds']} s: {http['requests_per_s']} req/s, "
+            f"p50 {http['p50_ms']} ms, p99 {http['p99_ms']} ms"
+        )
+        if oversized:
+            print(
+                f"oversized body of {oversized['body_bytes']} bytes (small requests idle: p50 "
+                f"{oversized['small_p50_ms_idle']} ms):"
+            )
+            for framing in ("content-length", "chunked"):
+                r = oversized[framing]
+                print(
+                    f"  {framing}: status {r['status']}, {r['response_bytes']} bytes back in {r['seconds']} s; "
+                    f"{r['small_requests']} small requests meanwhile: p50 {r['small_p50_ms']} ms, "
+                    f"worst {r['small_max_ms']} ms"
+                )
 
         api = api_throughput(rec, histories, args.batch_size, args.batches)
-        print(f"Python API recommend_batch: {api['histories_per_s']} histories/s "
-              f"(batches of {api['batch_size']}, {api['batches']} batches in {api['seconds']} s)")
+        print(
+            f"Python API recommend_batch: {api['histories_per_s']} histories/s "
+            f"(batches of {api['batch_size']}, {api['batches']} batches in {api['seconds']} s)"
+        )
 
-    results = {"model": {"run": str(args.run) if args.run else "random-init", "num_items": rec.num_items,
-                         "maxlen": rec.maxlen, "hidden": rec.model.item_emb.embedding_dim,
-                         "blocks": len(rec.model.blocks)},
-               "http": http, "api": api,
-               "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "python": platform.python_version(),
-                           "platform": platform.platform()}}
+    results = {
+        "model": {
+            "run": str(args.run) if args.run else "random-init",
+            "num_items": rec.num_items,
+            "maxlen": rec.maxlen,
+            "hidden": rec.model.item_emb.embedding_dim,
+            "blocks": len(rec.model.blocks),
+        },
+        "http": http,
+        "oversized": oversized,
+        "api": api,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -185,6 +185,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the service)")
     p.add_argument("--max-batch", type=int, default=256,
                    help="most histories per /recommend/batch (default 256)")
+    p.add_argument("--max-body-bytes", type=int,
+                   help="largest request body in bytes, 413 above it (default: a full batch of maxlen ids, "
+                        "at least 1 MiB)")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
 
 
@@ -200,7 +203,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     _add_run_arguments(p, data_dir=False)
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
     p.add_argument("--out", help="output file (default RUN_DIR/model.onnx)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version, 14..20 (default 17)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists (default: refuse)")
 
 
 def run_export(args: argparse.Namespace) -> int:

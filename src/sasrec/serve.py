@@ -6,11 +6,19 @@ Endpoints (interactive OpenAPI description at ``/docs``, schema at ``/openapi.js
   -> ``{"items": [{"item_id": "...", "score": 1.23}, ...], "skipped": []}``.
 * ``POST /recommend/batch``: ``{"histories": [[...], [...]], "k": ..., ...}`` -> ``{"results": [...]}``, one
   forward pass per chunk of histories.
-* ``GET /health``: ``{"status": "ok", "num_items": ..., "maxlen": ..., "max_batch": ...}``.
+* ``GET /health``: ``{"status": "ok", "num_items": ..., "maxlen": ..., "max_batch": ..., "max_body_bytes": ...}``.
 
 Item ids are the dataset's original ids (strings or integers in requests, strings in responses). Bad requests
-get a 4xx with a message: 422 for an empty history, unknown item ids (unless ``"unknown": "skip"``) or ``k``
-outside ``1..num_items``; 413 for a batch larger than ``max_batch``.
+get a 4xx with a JSON ``detail``: 422 for an empty history, unknown item ids (unless ``"unknown": "skip"``),
+``k`` outside ``1..num_items`` or a body that does not match the schema; 413 for a batch larger than
+``max_batch`` and for a body larger than ``max_body_bytes``. The body limit is enforced while the body arrives
+(with or without ``Content-Length``), before anything parses it. Error messages never echo the request: a
+422 names where the problem is and what it is, shows at most :data:`MAX_SHOWN_IDS` offending ids (each cut
+to :data:`MAX_ID_CHARS` characters) and at most :data:`MAX_ERRORS` validation errors.
+
+A score that is not finite (a diverged model) is never sent: such a request gets a 500 with a JSON ``detail``
+saying so, never ``NaN`` or ``Infinity`` (which are not JSON) nor the ``null`` FastAPI would write for them.
+Any other server-side failure is a 500 with a short JSON ``detail`` as well.
 
 Concurrent single requests are micro-batched: one worker thread runs the model, and every request that
 arrived while it was busy goes into its next forward pass (no waiting when the service is idle).
@@ -21,13 +29,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
+import math
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from sasrec.errors import SASRecError
@@ -35,6 +47,11 @@ from sasrec.recommend import Recommender, UnknownItemsError
 
 MAX_HISTORY = 10_000  # longest accepted history (only the last maxlen items are read)
 DEFAULT_MAX_BATCH = 256
+MIN_DEFAULT_BODY_BYTES = 1 << 20  # the default body limit is never below 1 MiB
+MAX_ERRORS = 10  # validation errors listed in a 422
+MAX_SHOWN_IDS = 10  # unknown item ids listed in a 422
+MAX_ID_CHARS = 40  # characters of an item id quoted in an error
+MAX_MESSAGE_CHARS = 300  # characters of any one message in an error response
 
 
 ItemIdIn = StrictStr | StrictInt
@@ -45,8 +62,10 @@ _UNKNOWN = Field("error", description="unknown item ids: 'error' (422 naming the
 
 class RecommendRequest(BaseModel):
     history: list[ItemIdIn] = Field(
-        min_length=1, max_length=MAX_HISTORY,
-        description="original item ids, oldest first; only the last maxlen are read")
+        min_length=1,
+        max_length=MAX_HISTORY,
+        description="original item ids, oldest first; only the last maxlen are read",
+    )
     k: int = _K
     exclude_seen: bool = _SEEN
     unknown: Literal["error", "skip"] = _UNKNOWN
@@ -54,7 +73,8 @@ class RecommendRequest(BaseModel):
 
 class BatchRequest(BaseModel):
     histories: list[list[ItemIdIn]] = Field(
-        min_length=1, description="histories of original item ids, at most max_batch (see /health)")
+        min_length=1, description="histories of original item ids, at most max_batch (see /health)"
+    )
     k: int = _K
     exclude_seen: bool = _SEEN
     unknown: Literal["error", "skip"] = _UNKNOWN
@@ -79,6 +99,117 @@ class Health(BaseModel):
     num_items: int
     maxlen: int
     max_batch: int
+    max_body_bytes: int
+
+
+# ------------------------------------------------------------------------------ request size and errors
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def default_max_body_bytes(recommender: Recommender, max_batch: int) -> int:
+    """Body limit that fits a full batch: ``max_batch`` histories of ``maxlen`` of the catalogue's longest ids.
+
+    Each id is counted as its JSON string (ASCII-escaped) plus a separator; the result is at least 1 MiB, which
+    also holds a single history of :data:`MAX_HISTORY` ids of up to about 100 characters.
+    """
+    longest = max(len(json.dumps(recommender.item_id(i))) for i in range(1, recommender.num_items + 1))
+    full_batch = max_batch * (recommender.maxlen * (longest + 2) + 2) + 4096  # + brackets and other fields
+    return max(MIN_DEFAULT_BODY_BYTES, full_batch)
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose body exceeds ``max_bytes`` gets a 413 before the app sees any of it.
+
+    A ``Content-Length`` above the limit is refused without reading the body; otherwise the body is read here,
+    counting bytes as they arrive (chunked requests have no ``Content-Length``), and refused as soon as the
+    count passes the limit. A body within the limit is handed to the app as one message.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is None:
+                return await receive()  # after the body: waits for the client to disconnect
+            message, body = body, None
+            return message
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = (
+            f"request body is larger than the limit of {self.max_bytes} bytes (serve --max-body-bytes); "
+            "split the batch or send shorter histories"
+        )
+        # The connection stays open: the server discards the rest of the body unparsed, so the client can finish
+        # sending it and read this answer (closing now would reset the connection under a client still sending).
+        response = JSONResponse({"detail": detail}, status_code=413)
+        await response(scope, receive, send)
+
+
+def _clip(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``str(text)`` cut to ``limit`` characters (marked with an ellipsis), so no error echoes a large input."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show_ids(ids: Sequence[str]) -> str:
+    """The first :data:`MAX_SHOWN_IDS` ids, each quoted and clipped, and how many more there are."""
+    shown = ", ".join(repr(_clip(i, MAX_ID_CHARS)) for i in ids[:MAX_SHOWN_IDS])
+    return shown + (f" and {len(ids) - MAX_SHOWN_IDS} more" if len(ids) > MAX_SHOWN_IDS else "")
+
+
+def _validation_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """FastAPI's validation errors without the ``input`` they quote: ``type``, ``loc`` and ``msg`` only.
+
+    At most :data:`MAX_ERRORS` are kept (a last entry counts the rest); every string is clipped.
+    """
+    out = []
+    for error in errors[:MAX_ERRORS]:
+        message = error.get("msg", "")
+        if error.get("type") == "json_invalid" and "error" in (error.get("ctx") or {}):
+            message = f"{message}: {error['ctx']['error']}"  # the parser's reason; it never quotes the input
+        out.append(
+            {
+                "type": _clip(error.get("type", ""), 50),
+                "loc": [p if isinstance(p, int) else _clip(p, MAX_ID_CHARS) for p in error.get("loc", ())],
+                "msg": _clip(message),
+            }
+        )
+    if len(errors) > MAX_ERRORS:
+        out.append(
+            {"type": "too_many_errors", "loc": ["body"], "msg": f"{len(errors) - MAX_ERRORS} more errors not listed"}
+        )
+    return out
 
 
 class MicroBatcher:
@@ -158,13 +289,20 @@ def _resolve(future: asyncio.Future, value: Any, failed: bool) -> None:
         future.set_result(value)
 
 
-def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH,
-               micro_batch: bool = True) -> FastAPI:
+def create_app(
+    recommender: Recommender,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    micro_batch: bool = True,
+    max_body_bytes: int | None = None,
+) -> FastAPI:
     """The FastAPI app serving ``recommender``; ``max_batch`` bounds ``/recommend/batch`` requests.
 
+    ``max_body_bytes`` bounds every request body (413 above it); None: :func:`default_max_body_bytes`.
     ``micro_batch=False`` runs each single request on its own (in FastAPI's thread pool) instead.
     """
     num_items = recommender.num_items
+    if max_body_bytes is None:
+        max_body_bytes = default_max_body_bytes(recommender, max_batch)
 
     batcher = MicroBatcher(recommender, max_batch) if micro_batch else None
 
@@ -176,9 +314,22 @@ def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH,
         if batcher is not None:
             batcher.stop()
 
-    app = FastAPI(title="SASRec recommendations", version="1.0",
-                  description="Next-item recommendations from a trained SASRec run, in the dataset's "
-                              "original item ids.", lifespan=lifespan)
+    app = FastAPI(
+        title="SASRec recommendations",
+        version="1.0",
+        description="Next-item recommendations from a trained SASRec run, in the dataset's original item ids.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # A JSON answer instead of Starlette's plain-text one; the traceback still goes to the server log.
+        return JSONResponse({"detail": _clip(f"internal server error: {type(exc).__name__}: {exc}")}, status_code=500)
 
     def check_k(k: int) -> None:
         if not 1 <= k <= num_items:
@@ -191,22 +342,58 @@ def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH,
         try:
             encoded = recommender.encode(history, unknown)
         except UnknownItemsError as exc:
-            raise HTTPException(422, {"message": str(UnknownItemsError(exc.ids, where)),
-                                      "unknown_items": exc.ids, "index": row}) from None
+            message = (
+                f"unknown item id(s) in the {where}: {_show_ids(exc.ids)}. They are not in the catalogue "
+                'the run was trained on; remove them, or skip them ("unknown": "skip")'
+            )
+            raise HTTPException(
+                422,
+                {
+                    "message": message,
+                    "unknown_count": len(exc.ids),
+                    "unknown_items": [_clip(i, MAX_ID_CHARS) for i in exc.ids[:MAX_SHOWN_IDS]],
+                    "index": row,
+                },
+            ) from None
         if not encoded.ids:
-            raise HTTPException(422, f"{where} is empty" if not encoded.skipped else
-                                f"{where} has no known item (all skipped: {encoded.skipped[:10]})")
+            raise HTTPException(
+                422,
+                f"{where} is empty"
+                if not encoded.skipped
+                else f"{where} has no known item (all skipped: {_show_ids(encoded.skipped)})",
+            )
         return encoded.ids, encoded.skipped
 
     def respond(items: list[tuple[str, float]], skipped: list[str]) -> Recommendations:
+        if not all(math.isfinite(score) for _, score in items):
+            # NaN or infinity is not JSON; such a model has diverged and no ranking of it means anything.
+            raise HTTPException(
+                500,
+                "the model produced non-finite scores (NaN or infinity): its weights have "
+                "diverged; serve another checkpoint or retrain",
+            )
         return Recommendations(items=[ScoredItem(item_id=i, score=s) for i, s in items], skipped=skipped)
 
     @app.get("/health", response_model=Health, summary="Service status and model size")
     def health() -> Health:
-        return Health(status="ok", num_items=num_items, maxlen=recommender.maxlen, max_batch=max_batch)
+        return Health(
+            status="ok",
+            num_items=num_items,
+            maxlen=recommender.maxlen,
+            max_batch=max_batch,
+            max_body_bytes=max_body_bytes,
+        )
 
-    @app.post("/recommend", response_model=Recommendations, summary="Top-k next items for one history",
-              responses={422: {"description": "empty history, unknown item ids or k out of range"}})
+    @app.post(
+        "/recommend",
+        response_model=Recommendations,
+        summary="Top-k next items for one history",
+        responses={
+            413: {"description": "request body larger than max_body_bytes (see /health)"},
+            422: {"description": "empty history, unknown item ids or k out of range"},
+            500: {"description": "the model produced non-finite scores, or another server fault"},
+        },
+    )
     async def recommend(request: RecommendRequest) -> Recommendations:
         check_k(request.k)
         ids, skipped = encode(request.history, request.unknown)
@@ -217,20 +404,34 @@ def create_app(recommender: Recommender, max_batch: int = DEFAULT_MAX_BATCH,
             items = rows[0]
         return respond(items, skipped)
 
-    @app.post("/recommend/batch", response_model=BatchRecommendations,
-              summary="Top-k next items for many histories (one forward pass per chunk)",
-              responses={413: {"description": f"more than {max_batch} histories"},
-                         422: {"description": "an empty history, unknown item ids or k out of range"}})
+    @app.post(
+        "/recommend/batch",
+        response_model=BatchRecommendations,
+        summary="Top-k next items for many histories (one forward pass per chunk)",
+        responses={
+            413: {
+                "description": f"more than {max_batch} histories, or a request body larger "
+                "than max_body_bytes (see /health)"
+            },
+            422: {"description": "an empty history, unknown item ids or k out of range"},
+            500: {"description": "the model produced non-finite scores, or another server fault"},
+        },
+    )
     async def recommend_batch(request: BatchRequest) -> BatchRecommendations:
         if len(request.histories) > max_batch:
-            raise HTTPException(413, f"batch of {len(request.histories)} histories is larger than the limit "
-                                     f"of {max_batch}; split it into smaller requests")
+            raise HTTPException(
+                413,
+                f"batch of {len(request.histories)} histories is larger than the limit "
+                f"of {max_batch}; split it into smaller requests",
+            )
         check_k(request.k)
         encoded = [encode(h, request.unknown, row) for row, h in enumerate(request.histories)]
-        results = await run_in_threadpool(recommender.recommend_ids, [ids for ids, _ in encoded], request.k,
-                                          request.exclude_seen)
-        return BatchRecommendations(results=[respond(items, skipped)
-                                             for items, (_, skipped) in zip(results, encoded, strict=True)])
+        results = await run_in_threadpool(
+            recommender.recommend_ids, [ids for ids, _ in encoded], request.k, request.exclude_seen
+        )
+        return BatchRecommendations(
+            results=[respond(items, skipped) for items, (_, skipped) in zip(results, encoded, strict=True)]
+        )
 
     return app
 
@@ -242,9 +443,15 @@ def serve_command(args: argparse.Namespace) -> int:
     """``sasrec serve`` (arguments: :mod:`sasrec.cli`)."""
     import uvicorn
 
+    # Every option is checked before the model loads or a socket opens.
+    if not 0 <= args.port <= 65535:
+        raise SASRecError(f"--port must be between 0 and 65535 (0: any free port), got {args.port}")
     if args.max_batch < 1:
         raise SASRecError(f"--max-batch must be >= 1, got {args.max_batch}")
+    max_body_bytes = args.max_body_bytes
+    if max_body_bytes is not None and max_body_bytes < 1:
+        raise SASRecError(f"--max-body-bytes must be >= 1, got {max_body_bytes}")
     recommender = Recommender.load(args.run, args.checkpoint, args.device, data_dir=args.data_dir)
-    app = create_app(recommender, max_batch=args.max_batch)
+    app = create_app(recommender, max_batch=args.max_batch, max_body_bytes=max_body_bytes)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
