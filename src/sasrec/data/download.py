@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -169,8 +168,13 @@ def fetch(url: str, target: Path, sha256: str | None, size: int | None = None, *
 
 
 def _write_atomically(target: Path, write: Callable) -> int:
-    """Run ``write(binary_file)`` on a temporary file beside ``target``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    """Run ``write(binary_file)`` on a temporary file beside ``target``, then move it into place.
+
+    The ``.part`` files of killed downloads of ``target`` are removed first (see ``temp_beside``).
+    """
+    from sasrec.data.preprocess import temp_beside  # local import: preprocess imports this module
+
+    fd, tmp = temp_beside(target, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             result = write(out)
