@@ -37,8 +37,7 @@ def decoded(result: preprocess.Processed) -> list[list[str]]:
 
 def test_one_pass_filter_keeps_short_users_but_kcore_drops_them():
     # min count 2. Item "y" has 1 row, so (c, y) goes; c still had 2 raw rows, so it stays with 1 row.
-    rows = rows_of([("a", "x1", 1), ("a", "x2", 2), ("b", "x1", 3), ("b", "x2", 4),
-                    ("c", "x1", 5), ("c", "y", 6)])
+    rows = rows_of([("a", "x1", 1), ("a", "x2", 2), ("b", "x1", 3), ("b", "x2", 4), ("c", "x1", 5), ("c", "y", 6)])
     one_pass = preprocess_rows(rows, min_count=2)
     assert decoded(one_pass) == [["x1", "x2"], ["x1", "x2"], ["x1"]]
     assert one_pass.user_ids == ["a", "b", "c"]
@@ -87,16 +86,25 @@ def test_integer_timestamps_beyond_float_precision_keep_their_order():
 
 
 def test_stable_sort_by_time_ties_keep_file_order():
-    rows = rows_of([("u", "late", 30), ("u", "tie1", 10), ("u", "tie2", 10), ("u", "early", 5),
-                    ("u", "tie3", 10)])
+    rows = rows_of([("u", "late", 30), ("u", "tie1", 10), ("u", "tie2", 10), ("u", "early", 5), ("u", "tie3", 10)])
     result = preprocess_rows(rows, min_count=1)
     assert decoded(result) == [["early", "tie1", "tie2", "tie3", "late"]]
 
 
 def test_items_numbered_by_first_kept_appearance_in_file_order():
     # "drop" is rare; "b" first appears in a dropped row (user "z" is rare) but is numbered when first kept.
-    rows = rows_of([("z", "b", 1), ("u", "c", 9), ("u", "a", 1), ("v", "a", 2), ("v", "b", 3),
-                    ("u", "b", 5), ("v", "c", 1), ("w", "drop", 0)])
+    rows = rows_of(
+        [
+            ("z", "b", 1),
+            ("u", "c", 9),
+            ("u", "a", 1),
+            ("v", "a", 2),
+            ("v", "b", 3),
+            ("u", "b", 5),
+            ("v", "c", 1),
+            ("w", "drop", 0),
+        ]
+    )
     result = preprocess_rows(rows, min_count=2)
     assert result.item_ids == ["c", "a", "b"]  # file order of first kept row, not time order
     assert result.sequences.to_lists() == [[2, 3, 1], [1, 2, 3]]  # u: a@1 b@5 c@9; v: c@1 a@2 b@3
@@ -104,8 +112,16 @@ def test_items_numbered_by_first_kept_appearance_in_file_order():
 
 def test_users_numbered_by_first_kept_interaction():
     # "late" appears first in the file, but its first row is dropped; "early" has the first kept row.
-    rows = rows_of([("late", "rare", 1), ("early", "x", 2), ("late", "x", 3), ("late", "y", 4),
-                    ("early", "y", 5), ("late", "rare2", 6)])
+    rows = rows_of(
+        [
+            ("late", "rare", 1),
+            ("early", "x", 2),
+            ("late", "x", 3),
+            ("late", "y", 4),
+            ("early", "y", 5),
+            ("late", "rare2", 6),
+        ]
+    )
     result = preprocess_rows(rows, min_count=2)
     assert result.user_ids == ["early", "late"]
     assert decoded(result) == [["x", "y"], ["x", "y"]]
@@ -134,8 +150,15 @@ def test_outputs_and_stats(tmp_path):
     on_disk = json.loads((tmp_path / "Steamlet.stats.json").read_text())
     assert on_disk == stats
     assert (stats["users"], stats["items"], stats["interactions"]) == (3, 3, 9)
-    assert stats["raw"] == {"rows": 10, "users": 4, "items": 4, "duplicates": 0, "lines": 10,
-                            "skipped_lines": 0, "skipped_examples": []}
+    assert stats["raw"] == {
+        "rows": 10,
+        "users": 4,
+        "items": 4,
+        "duplicates": 0,
+        "lines": 10,
+        "skipped_lines": 0,
+        "skipped_examples": [],
+    }
     assert stats["duplicates"] == 0 and stats["settings"]["dedupe"] is False
     assert stats["length"] == {"min": 3, "mean": 3.0, "median": 3.0, "p90": 3.0, "p99": 3.0, "max": 3}
     assert stats["settings"]["min_count"] == 2 and stats["settings"]["kcore"] is False
@@ -180,8 +203,10 @@ def _stale_temps(directory: Path, target: str) -> list[Path]:
 
 def test_temp_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
     target = tmp_path / "out" / "S.txt"
-    script = (f"import time; from pathlib import Path; from sasrec.data.preprocess import write_atomically; "
-              f"write_atomically({{Path({str(target)!r}): lambda p: (p.write_text('half'), time.sleep(60))}})")
+    script = (
+        f"import time; from pathlib import Path; from sasrec.data.preprocess import write_atomically; "
+        f"write_atomically({{Path({str(target)!r}): lambda p: (p.write_text('half'), time.sleep(60))}})"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     child = subprocess.Popen([sys.executable, "-c", script], env=env)
     try:
@@ -242,8 +267,7 @@ def test_bad_input_is_a_data_error_naming_the_line(tmp_path):
 def test_skip_bad_lines_is_recorded_in_stats(tmp_path):
     path = tmp_path / "ratings.dat"
     path.write_text("1::2::5::100\nbroken\n1::3::5::101\n")
-    stats = preprocess_file(path, tmp_path, "x", "movielens-dat", min_count=1, skip_bad_lines=True,
-                            progress=False)
+    stats = preprocess_file(path, tmp_path, "x", "movielens-dat", min_count=1, skip_bad_lines=True, progress=False)
     assert stats["raw"]["skipped_lines"] == 1
     assert stats["raw"]["skipped_examples"][0]["line"] == 2
     assert stats["interactions"] == 2
@@ -259,8 +283,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_run_with_preset_and_format(tmp_path, capsys):
-    args = parse(["--dataset", "steam", "--input", str(FIXTURES / "steam_reviews_sample.json"), "--output",
-                  str(tmp_path), "--min-count", "2"])
+    args = parse(
+        [
+            "--dataset",
+            "steam",
+            "--input",
+            str(FIXTURES / "steam_reviews_sample.json"),
+            "--output",
+            str(tmp_path),
+            "--min-count",
+            "2",
+        ]
+    )
     assert preprocess.run(args) == 0
     out = capsys.readouterr().out
     assert "Steam.txt" in out and "3 users, 3 items, 9 interactions" in out
@@ -270,11 +304,25 @@ def test_run_with_preset_and_format(tmp_path, capsys):
 def test_run_counts_duplicates_in_summary_and_stats(tmp_path, capsys):
     path = tmp_path / "log.csv"
     path.write_text("user,item,time\n" + "u,a,1\nu,a,1\nu,b,2\nv,a,1\nv,b,3\nv,b,3\nv,b,3\n")
-    argv = ["--format", "csv", "--input", str(path), "--user-col", "user", "--item-col", "item", "--time-col",
-            "time", "--min-count", "1"]
+    argv = [
+        "--format",
+        "csv",
+        "--input",
+        str(path),
+        "--user-col",
+        "user",
+        "--item-col",
+        "item",
+        "--time-col",
+        "time",
+        "--min-count",
+        "1",
+    ]
     assert preprocess.run(parse([*argv, "--output", str(tmp_path / "paper")])) == 0
-    assert ("3 exact duplicate rows (same user, item and time): kept as the paper does, 3 of them in the "
-            "output; --dedupe drops them") in capsys.readouterr().out
+    assert (
+        "3 exact duplicate rows (same user, item and time): kept as the paper does, 3 of them in the "
+        "output; --dedupe drops them"
+    ) in capsys.readouterr().out
     stats = json.loads((tmp_path / "paper" / "log.stats.json").read_text())
     assert (stats["raw"]["duplicates"], stats["duplicates"], stats["interactions"]) == (3, 3, 7)
     assert preprocess.run(parse([*argv, "--output", str(tmp_path / "dedupe"), "--dedupe"])) == 0
@@ -295,19 +343,39 @@ def test_iso_timestamps_order_rows(tmp_path):
 
 
 def test_run_generic_tsv(tmp_path, capsys):
-    args = parse(["--format", "csv", "--input", str(FIXTURES / "events.tsv"), "--output", str(tmp_path),
-                  "--user-col", "session", "--item-col", "product", "--time-col", "ts", "--delimiter", "tab",
-                  "--min-count", "1"])
+    args = parse(
+        [
+            "--format",
+            "csv",
+            "--input",
+            str(FIXTURES / "events.tsv"),
+            "--output",
+            str(tmp_path),
+            "--user-col",
+            "session",
+            "--item-col",
+            "product",
+            "--time-col",
+            "ts",
+            "--delimiter",
+            "tab",
+            "--min-count",
+            "1",
+        ]
+    )
     assert preprocess.run(args) == 0
     assert read_sasrec_file(tmp_path / "events.txt").to_lists() == [[2, 1], [2]]  # s1: p8@20 p9@30
 
 
-@pytest.mark.parametrize("argv", [
-    ["--input", "x"],  # no dataset, no format
-    ["--format", "csv", "--input", "x"],  # csv without columns
-    ["--dataset", "ml-1m", "--input", "x", "--user-col", "u"],  # column option without csv
-    ["--format", "csv", "--input", "x", "--user-col", "u", "--item-col", "i", "--delimiter", "::"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--input", "x"],  # no dataset, no format
+        ["--format", "csv", "--input", "x"],  # csv without columns
+        ["--dataset", "ml-1m", "--input", "x", "--user-col", "u"],  # column option without csv
+        ["--format", "csv", "--input", "x", "--user-col", "u", "--item-col", "i", "--delimiter", "::"],
+    ],
+)
 def test_run_rejects_bad_option_combinations(argv, tmp_path):
     with pytest.raises(ConfigError):
         preprocess.run(parse([*argv, "--output", str(tmp_path)]))
@@ -342,10 +410,13 @@ def reference(rows: list[tuple[str, str, float]], min_count: int = 5) -> tuple[l
     return list(user_map), list(item_map), seqs
 
 
-@pytest.mark.parametrize(("sample", "dataset"), [
-    ("raw_samples/reviews_Musical_Instruments_5.json", "beauty"),
-    ("raw_samples/ml-1m_ratings_sample100k.dat", "ml-1m"),
-])
+@pytest.mark.parametrize(
+    ("sample", "dataset"),
+    [
+        ("raw_samples/reviews_Musical_Instruments_5.json", "beauty"),
+        ("raw_samples/ml-1m_ratings_sample100k.dat", "ml-1m"),
+    ],
+)
 def test_real_sample_matches_plain_reference(tmp_path, sample, dataset):
     path = shared_file(sample)
     fmt = preprocess.PRESETS[dataset].fmt
@@ -353,9 +424,11 @@ def test_real_sample_matches_plain_reference(tmp_path, sample, dataset):
     users, items, seqs = reference([(u, i, t) for u, i, t, _ in read_rows(fmt, path)])
     assert read_sasrec_file(tmp_path / "out.txt").to_lists() == seqs
     assert (tmp_path / "out.user_map.tsv").read_text().split("\n")[1:-1] == [
-        f"{n}\t{u}" for n, u in enumerate(users, 1)]
+        f"{n}\t{u}" for n, u in enumerate(users, 1)
+    ]
     assert (tmp_path / "out.item_map.tsv").read_text().split("\n")[1:-1] == [
-        f"{n}\t{i}" for n, i in enumerate(items, 1)]
+        f"{n}\t{i}" for n, i in enumerate(items, 1)
+    ]
     assert (stats["users"], stats["items"]) == (len(users), len(items))
 
 

@@ -91,14 +91,17 @@ def test_paper_files_have_dense_ids_and_load_silently(name, users, items, capsys
 # -------------------------------------------------------------------------------------------- absurd ids
 
 
-@pytest.mark.parametrize(("line", "what"), [
-    ("1 3000000000", "item id 3000000000"),
-    ("1 99999999999999999999", "item id 99999999999999999999"),  # overflows int64
-    ("3000000000 1", "user id 3000000000"),
-    ("99999999999999999999 1", "user id 99999999999999999999"),
-    ("1 " + "9" * 5000, "item id " + "9" * 40 + "..."),  # beyond Python's int() digit limit
-    (f"1 {MAX_ID + 1}", f"item id {MAX_ID + 1}"),
-])
+@pytest.mark.parametrize(
+    ("line", "what"),
+    [
+        ("1 3000000000", "item id 3000000000"),
+        ("1 99999999999999999999", "item id 99999999999999999999"),  # overflows int64
+        ("3000000000 1", "user id 3000000000"),
+        ("99999999999999999999 1", "user id 99999999999999999999"),
+        ("1 " + "9" * 5000, "item id " + "9" * 40 + "..."),  # beyond Python's int() digit limit
+        (f"1 {MAX_ID + 1}", f"item id {MAX_ID + 1}"),
+    ],
+)
 def test_absurd_id_is_a_line_error_before_any_allocation(tmp_path, line, what):
     path = write(tmp_path, f"1 1\n2 2\n\n{line}\n")
     tracemalloc.start()
@@ -132,19 +135,22 @@ def test_leading_zeros_are_the_same_id(tmp_path):
 # ------------------------------------------------------------------------------------- malformed numbers
 
 
-@pytest.mark.parametrize(("content", "line", "fragment"), [
-    ("1 1\n1 +3\n", 2, "item id '+3' is not a positive integer"),
-    ("1 1\n1 1_0\n", 2, "item id '1_0' is not a positive integer"),
-    ("1 1\n-1 2\n", 2, "user id '-1' is not a positive integer"),
-    ("1 1\n1 2.0\n", 2, "item id '2.0' is not a positive integer"),
-    ("1 1\n1 1e3\n", 2, "item id '1e3' is not a positive integer"),
-    ("1 1\n1 \u0663\n", 2, "item id '\u0663' is not a positive integer"),  # an Arabic-Indic digit
-    ("1 1\n\n1 0\n", 3, "item id 0 must be a positive"),
-    ("1 1\n1 2 3\n", 2, "expected 2 fields"),
-    ("1 1\n1\x0b2\n", 2, "unexpected character '\\x0b'"),
-    ("1 1\n2 1\n1 3\n", 3, "user 1 appears again after other users"),
-    ("1 1\n\n\n2 1\n\n1 3\n", 6, "user 1 appears again after other users"),
-])
+@pytest.mark.parametrize(
+    ("content", "line", "fragment"),
+    [
+        ("1 1\n1 +3\n", 2, "item id '+3' is not a positive integer"),
+        ("1 1\n1 1_0\n", 2, "item id '1_0' is not a positive integer"),
+        ("1 1\n-1 2\n", 2, "user id '-1' is not a positive integer"),
+        ("1 1\n1 2.0\n", 2, "item id '2.0' is not a positive integer"),
+        ("1 1\n1 1e3\n", 2, "item id '1e3' is not a positive integer"),
+        ("1 1\n1 \u0663\n", 2, "item id '\u0663' is not a positive integer"),  # an Arabic-Indic digit
+        ("1 1\n\n1 0\n", 3, "item id 0 must be a positive"),
+        ("1 1\n1 2 3\n", 2, "expected 2 fields"),
+        ("1 1\n1\x0b2\n", 2, "unexpected character '\\x0b'"),
+        ("1 1\n2 1\n1 3\n", 3, "user 1 appears again after other users"),
+        ("1 1\n\n\n2 1\n\n1 3\n", 6, "user 1 appears again after other users"),
+    ],
+)
 def test_malformed_line_is_named(tmp_path, content, line, fragment):
     path = write(tmp_path, content)
     error = error_of(path)

@@ -198,11 +198,15 @@ class IdUsage:
         """One line for the user about unused ids, or "" when ids are dense."""
         parts = []
         if self.unused_items:
-            parts.append(f"{self.unused_items:,} of the item ids 1..{self.max_item:,} never occur (they stay in "
-                         "the catalogue as items nobody has)")
+            parts.append(
+                f"{self.unused_items:,} of the item ids 1..{self.max_item:,} never occur (they stay in "
+                "the catalogue as items nobody has)"
+            )
         if self.unused_users:
-            parts.append(f"{self.unused_users:,} of the user ids 1..{self.max_user:,} never occur (users are "
-                         f"numbered 1..{self.users:,} in ascending id order)")
+            parts.append(
+                f"{self.unused_users:,} of the user ids 1..{self.max_user:,} never occur (users are "
+                f"numbered 1..{self.users:,} in ascending id order)"
+            )
         if not parts:
             return ""
         return f"{path}: {'; '.join(parts)}; {renumber_command(path)} renumbers densely and writes id maps"
@@ -211,8 +215,7 @@ class IdUsage:
 def renumber_command(path: str | Path) -> str:
     """The command that rewrites SASRec-format file ``path`` with dense ids and id maps, unfiltered."""
     path = Path(path)
-    return (f"`sasrec preprocess --format sasrec --min-count 1 --input {path} "
-            f"--output {path.parent / 'renumbered'}`")
+    return f"`sasrec preprocess --format sasrec --min-count 1 --input {path} --output {path.parent / 'renumbered'}`"
 
 
 def _open_text(path: Path):
@@ -268,7 +271,7 @@ def load_sasrec_file(path: str | Path) -> tuple[Sequences, IdUsage]:
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; truncated gzip is EOFError
         raise DataError(path, f"cannot read file ({exc}); is the gzip file truncated or corrupt?") from None
     if raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
+        raw = raw[len(_BOM) :]
     if not raw.strip():
         raise DataError(path, "file is empty")
     pairs = _parse_pairs(raw)
@@ -282,14 +285,20 @@ def load_sasrec_file(path: str | Path) -> tuple[Sequences, IdUsage]:
         seen: set[int] = set()
         for s, u in zip(starts, run_users, strict=True):
             if int(u) in seen:
-                raise DataError(path, f"user {u} appears again after other users; lines must be grouped by user",
-                                line=_line_of_pair(raw, int(s)))
+                raise DataError(
+                    path,
+                    f"user {u} appears again after other users; lines must be grouped by user",
+                    line=_line_of_pair(raw, int(s)),
+                )
             seen.add(int(u))
     usage = IdUsage(int(items.max()), _distinct(items), int(run_users.max()), len(run_users))
     if 2 * usage.unused_items > usage.max_item:
-        raise DataError(path, f"{usage.unused_items:,} of the item ids 1..{usage.max_item:,} never occur (only "
-                              f"{usage.items:,} distinct items), so the model would train and rank items that do "
-                              f"not exist; renumber them with {renumber_command(path)} and train on its output")
+        raise DataError(
+            path,
+            f"{usage.unused_items:,} of the item ids 1..{usage.max_item:,} never occur (only "
+            f"{usage.items:,} distinct items), so the model would train and rank items that do "
+            f"not exist; renumber them with {renumber_command(path)} and train on its output",
+        )
     order = np.argsort(run_users, kind="stable")
     lengths = np.diff(np.r_[starts, len(users)])
     if not (order == np.arange(len(order))).all():
@@ -360,19 +369,21 @@ def _diagnose(path: Path, raw: bytes) -> None:
         for name, field in zip(("user", "item"), fields, strict=True):
             text = field[:40].decode(errors="replace")
             if not field.isdigit():  # bytes.isdigit is ASCII-only: no signs, underscores, points
-                raise DataError(path, f"{name} id {text!r} is not a positive integer (ASCII digits only)",
-                                line=number)
+                raise DataError(path, f"{name} id {text!r} is not a positive integer (ASCII digits only)", line=number)
             digits = field.lstrip(b"0")
             if len(digits) > len(str(MAX_ID)) or int(digits or b"0") > MAX_ID:
-                raise DataError(path, f"{name} id {text}{'...' if len(field) > 40 else ''} is larger than "
-                                      f"{MAX_ID:,}, so it is a raw key, not a catalogue index; renumber the "
-                                      f"file with {renumber_command(path)}", line=number)
+                raise DataError(
+                    path,
+                    f"{name} id {text}{'...' if len(field) > 40 else ''} is larger than "
+                    f"{MAX_ID:,}, so it is a raw key, not a catalogue index; renumber the "
+                    f"file with {renumber_command(path)}",
+                    line=number,
+                )
             if not digits:
                 raise DataError(path, f"{name} id 0 must be a positive (1-based) integer", line=number)
         bad = next((chr(c) for c in line if c not in _LINE_BYTES), None)
         if bad is not None:
-            raise DataError(path, f"unexpected character {bad!r} between the fields (use spaces or tabs)",
-                            line=number)
+            raise DataError(path, f"unexpected character {bad!r} between the fields (use spaces or tabs)", line=number)
     raise DataError(path, "could not parse the file as 'user item' lines")
 
 

@@ -61,8 +61,12 @@ PRESETS: dict[str, Preset] = {
     "steam": Preset("Steam", "steam", "UCSD steam_reviews.json.gz"),
 }
 
-OUTPUT_SUFFIXES = {"sequences": ".txt", "user_map": ".user_map.tsv", "item_map": ".item_map.tsv",
-                   "stats": ".stats.json"}
+OUTPUT_SUFFIXES = {
+    "sequences": ".txt",
+    "user_map": ".user_map.tsv",
+    "item_map": ".item_map.tsv",
+    "stats": ".stats.json",
+}
 
 _DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "space": " ", "semicolon": ";", "pipe": "|"}
 
@@ -130,10 +134,14 @@ def collect(rows: Iterable[Row]) -> RawLog:
             whole = math.floor(timestamp)
             times.append(whole)
             fractions.append(timestamp - whole)  # exact for a float
-    return RawLog(np.frombuffer(users, dtype=np.int32).astype(np.int64),
-                  np.frombuffer(items, dtype=np.int32).astype(np.int64),
-                  np.frombuffer(times, dtype=np.int64).copy(), np.frombuffer(fractions, dtype=np.float64).copy(),
-                  list(user_code), list(item_code))
+    return RawLog(
+        np.frombuffer(users, dtype=np.int32).astype(np.int64),
+        np.frombuffer(items, dtype=np.int32).astype(np.int64),
+        np.frombuffer(times, dtype=np.int64).copy(),
+        np.frombuffer(fractions, dtype=np.float64).copy(),
+        list(user_code),
+        list(item_code),
+    )
 
 
 def duplicate_mask(log: RawLog) -> np.ndarray:
@@ -149,8 +157,9 @@ def duplicate_mask(log: RawLog) -> np.ndarray:
     return duplicate
 
 
-def keep_mask(users: np.ndarray, items: np.ndarray, min_count: int, kcore: bool = False,
-              rows: np.ndarray | None = None) -> np.ndarray:
+def keep_mask(
+    users: np.ndarray, items: np.ndarray, min_count: int, kcore: bool = False, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Rows to keep: those whose user and item have at least ``min_count`` rows.
 
     One pass over the raw counts (the paper), or with ``kcore`` repeated until nothing changes. ``rows``
@@ -200,25 +209,30 @@ def preprocess_log(
     duplicate = duplicate_mask(log)
     keep = keep_mask(log.users, log.items, min_count, kcore, rows=~duplicate if dedupe else None)
     if not keep.any():
-        raise SASRecError(f"{source}: no interactions left after keeping users and items with at least "
-                          f"{min_count} interactions (raw: {len(log)} rows, {len(log.user_ids)} users, "
-                          f"{len(log.item_ids)} items); try a lower --min-count")
+        raise SASRecError(
+            f"{source}: no interactions left after keeping users and items with at least "
+            f"{min_count} interactions (raw: {len(log)} rows, {len(log.user_ids)} users, "
+            f"{len(log.item_ids)} items); try a lower --min-count"
+        )
     result = build(log, keep)
-    return dataclasses.replace(result, duplicates=int(duplicate.sum()),
-                               duplicates_kept=int((duplicate & keep).sum()))
+    return dataclasses.replace(result, duplicates=int(duplicate.sum()), duplicates_kept=int((duplicate & keep).sum()))
 
 
-def preprocess_rows(rows: Iterable[Row], min_count: int = 5, kcore: bool = False,
-                    dedupe: bool = False) -> Processed:
+def preprocess_rows(rows: Iterable[Row], min_count: int = 5, kcore: bool = False, dedupe: bool = False) -> Processed:
     """Apply the paper's rules (module docstring) to raw rows, e.g. from a reader."""
     return preprocess_log(collect(rows), min_count, kcore, dedupe=dedupe)
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, float]:
     """min / mean / median / p90 / p99 / max of the per-user sequence lengths."""
-    return {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 4),
-            "median": float(np.median(lengths)), "p90": float(np.percentile(lengths, 90)),
-            "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())}
+    return {
+        "min": int(lengths.min()),
+        "mean": round(float(lengths.mean()), 4),
+        "median": float(np.median(lengths)),
+        "p90": float(np.percentile(lengths, 90)),
+        "p99": float(np.percentile(lengths, 99)),
+        "max": int(lengths.max()),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -274,8 +288,7 @@ def temp_beside(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     this host when their process is gone, from other hosts when unmodified for :data:`STALE_AFTER_S`.
     """
     remove_stale_temps(target, suffix)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}@{_host()}.",
-                               suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}@{_host()}.", suffix=suffix)
     return fd, Path(tmp)
 
 
@@ -348,16 +361,20 @@ def write_atomically(writers: dict[Path, Callable[[Path], None]], force: bool = 
             tmp.unlink(missing_ok=True)
 
 
-def write_outputs(result: Processed, output_dir: str | Path, name: str, stats: dict,
-                  force: bool = False) -> dict[str, Path]:
+def write_outputs(
+    result: Processed, output_dir: str | Path, name: str, stats: dict, force: bool = False
+) -> dict[str, Path]:
     """Write the sequences, the two id maps and the stats of ``result``; returns the paths."""
     paths = output_paths(output_dir, name)
-    write_atomically({
-        paths["sequences"]: lambda p: write_sasrec_file(result.sequences, p),
-        paths["user_map"]: lambda p: _write_map(result.user_ids, p),
-        paths["item_map"]: lambda p: _write_map(result.item_ids, p),
-        paths["stats"]: lambda p: _write_json(stats, p),
-    }, force=force)
+    write_atomically(
+        {
+            paths["sequences"]: lambda p: write_sasrec_file(result.sequences, p),
+            paths["user_map"]: lambda p: _write_map(result.user_ids, p),
+            paths["item_map"]: lambda p: _write_map(result.item_ids, p),
+            paths["stats"]: lambda p: _write_json(stats, p),
+        },
+        force=force,
+    )
     return paths
 
 
@@ -395,8 +412,14 @@ def preprocess_file(
     reader_options = dict(reader_options or {})
     read_stats = ReadStats()
     rows = read_rows(fmt, input_path, skip_bad_lines=skip_bad_lines, stats=read_stats, **reader_options)
-    rows = tqdm(rows, desc=f"reading {Path(input_path).name}", unit=" rows", unit_scale=True,
-                mininterval=0.5, disable=None if progress else True)
+    rows = tqdm(
+        rows,
+        desc=f"reading {Path(input_path).name}",
+        unit=" rows",
+        unit_scale=True,
+        mininterval=0.5,
+        disable=None if progress else True,
+    )
     log = collect(rows)
     result = preprocess_log(log, min_count, kcore, source=input_path, dedupe=dedupe)
     seqs = result.sequences
@@ -407,15 +430,30 @@ def preprocess_file(
         "interactions": int(len(seqs.items)),
         "duplicates": result.duplicates_kept,
         "length": length_stats(seqs.lengths),
-        "raw": {"rows": len(log), "users": len(log.user_ids), "items": len(log.item_ids),
-                "duplicates": result.duplicates, "lines": read_stats.lines, "skipped_lines": read_stats.skipped,
-                "skipped_examples": [{"line": n, "problem": p} for n, p in read_stats.examples]},
-        "settings": {"dataset": dataset, "format": fmt, "min_count": min_count,
-                     "filter": "iterative k-core" if kcore else "one pass on raw counts (paper)",
-                     "kcore": kcore, "dedupe": dedupe, "skip_bad_lines": skip_bad_lines,
-                     "reader_options": reader_options},
-        "source": {"path": str(Path(input_path).resolve()), "bytes": Path(input_path).stat().st_size,
-                   "sha256": file_sha256(input_path)},
+        "raw": {
+            "rows": len(log),
+            "users": len(log.user_ids),
+            "items": len(log.item_ids),
+            "duplicates": result.duplicates,
+            "lines": read_stats.lines,
+            "skipped_lines": read_stats.skipped,
+            "skipped_examples": [{"line": n, "problem": p} for n, p in read_stats.examples],
+        },
+        "settings": {
+            "dataset": dataset,
+            "format": fmt,
+            "min_count": min_count,
+            "filter": "iterative k-core" if kcore else "one pass on raw counts (paper)",
+            "kcore": kcore,
+            "dedupe": dedupe,
+            "skip_bad_lines": skip_bad_lines,
+            "reader_options": reader_options,
+        },
+        "source": {
+            "path": str(Path(input_path).resolve()),
+            "bytes": Path(input_path).stat().st_size,
+            "sha256": file_sha256(input_path),
+        },
         "outputs": {key: p.name for key, p in paths.items()},
     }
     write_outputs(result, output_dir, name, stats, force=force)
@@ -427,8 +465,9 @@ def preprocess_file(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sasrec preprocess`` (and ``data_preprocessing.py``)."""
-    parser.add_argument("--dataset", choices=sorted(PRESETS),
-                        help="public dataset preset: sets the raw format and the output name")
+    parser.add_argument(
+        "--dataset", choices=sorted(PRESETS), help="public dataset preset: sets the raw format and the output name"
+    )
     parser.add_argument("--input", type=Path, help="raw interaction file (.gz is read transparently)")
     parser.add_argument("--output", type=Path, default=Path("data"), help="output directory (default: data/)")
     parser.add_argument("--name", help="output NAME.txt (default: the preset's name or the input's stem)")
@@ -438,25 +477,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-col", help="--format csv: timestamp column (default: none, file order)")
     parser.add_argument("--delimiter", default=",", help="--format csv: one character, or tab/space/...")
     parser.add_argument("--no-header", action="store_true", help="--format csv: the file has no header line")
-    parser.add_argument("--min-count", type=int, default=5,
-                        help="drop rows whose user or item has fewer interactions (default: 5)")
-    parser.add_argument("--kcore", action="store_true",
-                        help="iterate the filter to a k-core (the paper filters once on raw counts)")
-    parser.add_argument("--dedupe", action="store_true",
-                        help="drop exact duplicate rows (same user, item and timestamp) before filtering; "
-                             "the paper keeps them")
-    parser.add_argument("--skip-bad-lines", action="store_true",
-                        help="skip and count malformed lines instead of stopping at the first")
+    parser.add_argument(
+        "--min-count", type=int, default=5, help="drop rows whose user or item has fewer interactions (default: 5)"
+    )
+    parser.add_argument(
+        "--kcore", action="store_true", help="iterate the filter to a k-core (the paper filters once on raw counts)"
+    )
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="drop exact duplicate rows (same user, item and timestamp) before filtering; the paper keeps them",
+    )
+    parser.add_argument(
+        "--skip-bad-lines", action="store_true", help="skip and count malformed lines instead of stopping at the first"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    parser.add_argument("--download", action="store_true",
-                        help="download the preset's public raw file first (into --raw-dir)")
-    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"),
-                        help="where --download puts raw files, and where they are looked for (data/raw)")
+    parser.add_argument(
+        "--download", action="store_true", help="download the preset's public raw file first (into --raw-dir)"
+    )
+    parser.add_argument(
+        "--raw-dir",
+        type=Path,
+        default=Path("data/raw"),
+        help="where --download puts raw files, and where they are looked for (data/raw)",
+    )
 
 
 def _reader_options(args: argparse.Namespace, fmt: str) -> dict:
-    given = {k: v for k, v in (("--user-col", args.user_col), ("--item-col", args.item_col),
-                               ("--time-col", args.time_col)) if v is not None}
+    given = {
+        k: v
+        for k, v in (("--user-col", args.user_col), ("--item-col", args.item_col), ("--time-col", args.time_col))
+        if v is not None
+    }
     if fmt != "csv":
         if given or args.no_header or args.delimiter != ",":
             raise ConfigError(f"{', '.join(given) or '--delimiter/--no-header'} only apply to --format csv")
@@ -466,8 +518,13 @@ def _reader_options(args: argparse.Namespace, fmt: str) -> dict:
     delimiter = _DELIMITERS.get(args.delimiter, args.delimiter)
     if len(delimiter) != 1:
         raise ConfigError(f"--delimiter must be one character or one of {', '.join(_DELIMITERS)}")
-    return {"user_col": args.user_col, "item_col": args.item_col, "time_col": args.time_col,
-            "delimiter": delimiter, "header": not args.no_header}
+    return {
+        "user_col": args.user_col,
+        "item_col": args.item_col,
+        "time_col": args.time_col,
+        "delimiter": delimiter,
+        "header": not args.no_header,
+    }
 
 
 def _input_path(args: argparse.Namespace) -> Path:
@@ -484,8 +541,10 @@ def _input_path(args: argparse.Namespace) -> Path:
     local = download.raw_path(args.dataset, args.raw_dir)
     if local.exists():
         return local
-    raise ConfigError(f"no --input given and {local} does not exist; pass --input PATH, or --download to "
-                      f"fetch {download.SOURCES[args.dataset].url}")
+    raise ConfigError(
+        f"no --input given and {local} does not exist; pass --input PATH, or --download to "
+        f"fetch {download.SOURCES[args.dataset].url}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -497,9 +556,19 @@ def run(args: argparse.Namespace) -> int:
     options = _reader_options(args, fmt)
     input_path = _input_path(args)
     name = args.name or (preset.name if preset else Path(input_path).name.split(".")[0])
-    stats = preprocess_file(input_path, args.output, name, fmt, reader_options=options,
-                            min_count=args.min_count, kcore=args.kcore, dedupe=args.dedupe,
-                            skip_bad_lines=args.skip_bad_lines, force=args.force, dataset=args.dataset)
+    stats = preprocess_file(
+        input_path,
+        args.output,
+        name,
+        fmt,
+        reader_options=options,
+        min_count=args.min_count,
+        kcore=args.kcore,
+        dedupe=args.dedupe,
+        skip_bad_lines=args.skip_bad_lines,
+        force=args.force,
+        dataset=args.dataset,
+    )
     print(summary(stats, Path(args.output)))
     return 0
 
@@ -516,8 +585,11 @@ def summary(stats: dict, output_dir: Path) -> str:
         f"filter: min count {stats['settings']['min_count']}, {stats['settings']['filter']}",
     ]
     if raw["duplicates"]:
-        handled = ("dropped (--dedupe)" if stats["settings"]["dedupe"]
-                   else f"kept as the paper does, {stats['duplicates']:,} of them in the output; --dedupe drops them")
+        handled = (
+            "dropped (--dedupe)"
+            if stats["settings"]["dedupe"]
+            else f"kept as the paper does, {stats['duplicates']:,} of them in the output; --dedupe drops them"
+        )
         lines.append(f"  {raw['duplicates']:,} exact duplicate rows (same user, item and time): {handled}")
     if raw["skipped_lines"]:
         first = "; ".join(f"line {e['line']}: {e['problem']}" for e in raw["skipped_examples"][:3])

@@ -134,11 +134,14 @@ def iter_lines(path: Path, stats: ReadStats | None = None) -> Iterator[tuple[int
             except StopIteration:
                 return
             except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-                raise DataError(path, f"cannot read the file past this point ({exc}); "
-                                      "is the gzip file truncated or corrupt?", line=number + 1) from None
+                raise DataError(
+                    path,
+                    f"cannot read the file past this point ({exc}); is the gzip file truncated or corrupt?",
+                    line=number + 1,
+                ) from None
             number += 1
             if number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
+                raw = raw[len(_BOM) :]
             if stats is not None:
                 stats.lines = number
             yield number, raw
@@ -226,8 +229,10 @@ def _timestamp(name: str, value: str) -> int | float:
         number = _iso_seconds(name, value)
     else:
         finite = "finite " if value.lower().lstrip("+-") in ("nan", "inf", "infinity") else ""
-        raise BadLine(f"{name} {value[:40]!r} is not a {finite}number or an ISO-8601 date/time "
-                      "(e.g. 1700000000, 1700000000.5 or 2023-11-14T22:13:20Z)")
+        raise BadLine(
+            f"{name} {value[:40]!r} is not a {finite}number or an ISO-8601 date/time "
+            "(e.g. 1700000000, 1700000000.5 or 2023-11-14T22:13:20Z)"
+        )
     if not -_INT64 <= number < _INT64:  # times are stored as int64 seconds (+ a fraction) for sorting
         raise BadLine(f"{name} {value[:40]!r} is out of range (beyond 64-bit integers)")
     return number
@@ -238,8 +243,9 @@ def _iso_seconds(name: str, value: str) -> int | float:
     try:
         moment = _dt.datetime.fromisoformat(value)
     except ValueError:
-        raise BadLine(f"{name} {value[:40]!r} is not a valid ISO-8601 date/time "
-                      "(e.g. 2023-11-14 or 2023-11-14T22:13:20Z)") from None
+        raise BadLine(
+            f"{name} {value[:40]!r} is not a valid ISO-8601 date/time (e.g. 2023-11-14 or 2023-11-14T22:13:20Z)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.UTC)
     micros = (moment - _EPOCH) // _dt.timedelta(microseconds=1)
@@ -266,9 +272,7 @@ def _key(record: dict, key: str) -> object:
 # ---------------------------------------------------------------------------------------------- readers
 
 
-def read_sasrec(
-    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
-) -> Iterator[Row]:
+def read_sasrec(path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None) -> Iterator[Row]:
     """``user item`` per line; the line number serves as the timestamp (file order = time order)."""
     path = check_input_file(path)
 
@@ -279,9 +283,7 @@ def read_sasrec(
     return _parse_lines(path, parse, skip_bad_lines=skip_bad_lines, stats=stats)
 
 
-def read_per_user(
-    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
-) -> Iterator[Row]:
+def read_per_user(path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None) -> Iterator[Row]:
     """``user item item ...`` per line (one user's whole sequence); timestamp = running item index."""
     path = check_input_file(path)
     counter = itertools.count()
@@ -356,9 +358,7 @@ def _date_seconds(value: object) -> int:
     return (day.toordinal() - _EPOCH_ORDINAL) * 86400
 
 
-def read_steam(
-    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
-) -> Iterator[Row]:
+def read_steam(path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None) -> Iterator[Row]:
     """UCSD Steam reviews (``steam_reviews.json.gz``): one Python-literal dict per line, parsed safely with
     :func:`ast.literal_eval`. Uses ``username``, ``product_id`` and ``date`` (day resolution, so many ties:
     they keep file order downstream)."""
@@ -442,16 +442,14 @@ def read_csv(
         t = layout["time"]
         return [(user, item, number if t is None else _timestamp("timestamp", fields[t]))]
 
-    return _parse_lines(path, parse, skip_bad_lines=skip_bad_lines, stats=stats,
-                        header=read_header if header else None)
+    return _parse_lines(path, parse, skip_bad_lines=skip_bad_lines, stats=stats, header=read_header if header else None)
 
 
 def _column_index(col: str | int, role: str) -> int:
     try:
         index = int(col)
     except ValueError:
-        raise SASRecError(f"without a header the {role} column must be a 0-based index, "
-                          f"not {col!r}") from None
+        raise SASRecError(f"without a header the {role} column must be a 0-based index, not {col!r}") from None
     if index < 0:
         raise SASRecError(f"the {role} column index must be >= 0, not {index}")
     return index
@@ -461,16 +459,30 @@ def read_movielens_csv(
     path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
 ) -> Iterator[Row]:
     """MovieLens CSV ``userId,movieId,rating,timestamp`` with a header line (ml-latest, ml-20m, ml-25m)."""
-    return read_csv(path, user_col="userId", item_col="movieId", time_col="timestamp", delimiter=",",
-                    header=True, skip_bad_lines=skip_bad_lines, stats=stats)
+    return read_csv(
+        path,
+        user_col="userId",
+        item_col="movieId",
+        time_col="timestamp",
+        delimiter=",",
+        header=True,
+        skip_bad_lines=skip_bad_lines,
+        stats=stats,
+    )
 
 
-def read_amazon_csv(
-    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
-) -> Iterator[Row]:
+def read_amazon_csv(path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None) -> Iterator[Row]:
     """Amazon "ratings only" CSV ``user,item,rating,timestamp`` (no header), e.g. ``ratings_Beauty.csv``."""
-    return read_csv(path, user_col=0, item_col=1, time_col=3, delimiter=",", header=False,
-                    skip_bad_lines=skip_bad_lines, stats=stats)
+    return read_csv(
+        path,
+        user_col=0,
+        item_col=1,
+        time_col=3,
+        delimiter=",",
+        header=False,
+        skip_bad_lines=skip_bad_lines,
+        stats=stats,
+    )
 
 
 READERS: dict[str, Reader] = {
