@@ -228,9 +228,10 @@ def _timestamp(name: str, value: str) -> int | float:
     elif _ISO_START.match(value):
         number = _iso_seconds(name, value)
     else:
-        finite = "finite " if value.lower().lstrip("+-") in ("nan", "inf", "infinity") else ""
+        if value.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise BadLine(f"{name} {value[:40]!r} is not a finite number")
         raise BadLine(
-            f"{name} {value[:40]!r} is not a {finite}number or an ISO-8601 date/time "
+            f"{name} {value[:40]!r} is not a number or an ISO-8601 date/time "
             "(e.g. 1700000000, 1700000000.5 or 2023-11-14T22:13:20Z)"
         )
     if not -_INT64 <= number < _INT64:  # times are stored as int64 seconds (+ a fraction) for sorting
