@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, shared_file
 
-from sasrec.data import preprocess
+from sasrec.data import download, preprocess
 from sasrec.data.dataset import file_sha256, read_sasrec_file
 from sasrec.data.preprocess import keep_mask, preprocess_file, preprocess_rows, write_atomically
 from sasrec.data.readers import read_rows
@@ -32,8 +37,7 @@ def decoded(result: preprocess.Processed) -> list[list[str]]:
 
 def test_one_pass_filter_keeps_short_users_but_kcore_drops_them():
     # min count 2. Item "y" has 1 row, so (c, y) goes; c still had 2 raw rows, so it stays with 1 row.
-    rows = rows_of([("a", "x1", 1), ("a", "x2", 2), ("b", "x1", 3), ("b", "x2", 4),
-                    ("c", "x1", 5), ("c", "y", 6)])
+    rows = rows_of([("a", "x1", 1), ("a", "x2", 2), ("b", "x1", 3), ("b", "x2", 4), ("c", "x1", 5), ("c", "y", 6)])
     one_pass = preprocess_rows(rows, min_count=2)
     assert decoded(one_pass) == [["x1", "x2"], ["x1", "x2"], ["x1"]]
     assert one_pass.user_ids == ["a", "b", "c"]
@@ -61,17 +65,46 @@ def test_counts_are_taken_on_the_raw_file_including_repeats():
     assert decoded(preprocess_rows(rows, min_count=2)) == [["x", "x"]]
 
 
+def test_exact_duplicates_count_by_default_and_dedupe_drops_them_before_filtering():
+    # "a" has x twice at time 1 (an exact duplicate) and x again at time 2 (a real repeat).
+    rows = rows_of([("a", "x", 1), ("a", "x", 1), ("a", "x", 2), ("b", "x", 1), ("b", "y", 1), ("b", "y", 1)])
+    paper = preprocess_rows(rows, min_count=2)
+    assert decoded(paper) == [["x", "x", "x"], ["x", "y", "y"]]
+    assert (paper.duplicates, paper.duplicates_kept) == (2, 2)
+    deduped = preprocess_rows(rows, min_count=2, dedupe=True)
+    assert decoded(deduped) == [["x", "x"], ["x"]]  # y has 1 row left, so it no longer passes the filter
+    assert (deduped.duplicates, deduped.duplicates_kept) == (2, 0)
+
+
+def test_integer_timestamps_beyond_float_precision_keep_their_order():
+    # Nanosecond clock values 1 ns apart: equal as float64, so the old code kept file order.
+    t = 1_700_000_000_000_000_000
+    rows = rows_of([("u", "c", t + 2), ("u", "b", t + 1), ("u", "a", t), ("u", "half", 2.5), ("u", "two", 2)])
+    assert decoded(preprocess_rows(rows, min_count=1)) == [["two", "half", "a", "b", "c"]]
+    rows = rows_of([("u", "x", t + 1), ("u", "x", t)])  # not duplicates, however close
+    assert preprocess_rows(rows, min_count=1).duplicates == 0
+
+
 def test_stable_sort_by_time_ties_keep_file_order():
-    rows = rows_of([("u", "late", 30), ("u", "tie1", 10), ("u", "tie2", 10), ("u", "early", 5),
-                    ("u", "tie3", 10)])
+    rows = rows_of([("u", "late", 30), ("u", "tie1", 10), ("u", "tie2", 10), ("u", "early", 5), ("u", "tie3", 10)])
     result = preprocess_rows(rows, min_count=1)
     assert decoded(result) == [["early", "tie1", "tie2", "tie3", "late"]]
 
 
 def test_items_numbered_by_first_kept_appearance_in_file_order():
     # "drop" is rare; "b" first appears in a dropped row (user "z" is rare) but is numbered when first kept.
-    rows = rows_of([("z", "b", 1), ("u", "c", 9), ("u", "a", 1), ("v", "a", 2), ("v", "b", 3),
-                    ("u", "b", 5), ("v", "c", 1), ("w", "drop", 0)])
+    rows = rows_of(
+        [
+            ("z", "b", 1),
+            ("u", "c", 9),
+            ("u", "a", 1),
+            ("v", "a", 2),
+            ("v", "b", 3),
+            ("u", "b", 5),
+            ("v", "c", 1),
+            ("w", "drop", 0),
+        ]
+    )
     result = preprocess_rows(rows, min_count=2)
     assert result.item_ids == ["c", "a", "b"]  # file order of first kept row, not time order
     assert result.sequences.to_lists() == [[2, 3, 1], [1, 2, 3]]  # u: a@1 b@5 c@9; v: c@1 a@2 b@3
@@ -79,8 +112,16 @@ def test_items_numbered_by_first_kept_appearance_in_file_order():
 
 def test_users_numbered_by_first_kept_interaction():
     # "late" appears first in the file, but its first row is dropped; "early" has the first kept row.
-    rows = rows_of([("late", "rare", 1), ("early", "x", 2), ("late", "x", 3), ("late", "y", 4),
-                    ("early", "y", 5), ("late", "rare2", 6)])
+    rows = rows_of(
+        [
+            ("late", "rare", 1),
+            ("early", "x", 2),
+            ("late", "x", 3),
+            ("late", "y", 4),
+            ("early", "y", 5),
+            ("late", "rare2", 6),
+        ]
+    )
     result = preprocess_rows(rows, min_count=2)
     assert result.user_ids == ["early", "late"]
     assert decoded(result) == [["x", "y"], ["x", "y"]]
@@ -109,8 +150,16 @@ def test_outputs_and_stats(tmp_path):
     on_disk = json.loads((tmp_path / "Steamlet.stats.json").read_text())
     assert on_disk == stats
     assert (stats["users"], stats["items"], stats["interactions"]) == (3, 3, 9)
-    assert stats["raw"] == {"rows": 10, "users": 4, "items": 4, "lines": 10, "skipped_lines": 0,
-                            "skipped_examples": []}
+    assert stats["raw"] == {
+        "rows": 10,
+        "users": 4,
+        "items": 4,
+        "duplicates": 0,
+        "lines": 10,
+        "skipped_lines": 0,
+        "skipped_examples": [],
+    }
+    assert stats["duplicates"] == 0 and stats["settings"]["dedupe"] is False
     assert stats["length"] == {"min": 3, "mean": 3.0, "median": 3.0, "p90": 3.0, "p99": 3.0, "max": 3}
     assert stats["settings"]["min_count"] == 2 and stats["settings"]["kcore"] is False
     assert stats["source"]["sha256"] == file_sha256(src)
@@ -148,6 +197,65 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither target, nor temporary files
 
 
+def _stale_temps(directory: Path, target: str) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.name.startswith(f".{target}.") and p.suffix == ".tmp")
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    target = tmp_path / "out" / "S.txt"
+    script = (
+        f"import time; from pathlib import Path; from sasrec.data.preprocess import write_atomically; "
+        f"write_atomically({{Path({str(target)!r}): lambda p: (p.write_text('half'), time.sleep(60))}})"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not (target.parent.exists() and _stale_temps(target.parent, "S.txt")):
+            assert time.monotonic() < deadline and child.poll() is None, "the writer never started"
+            time.sleep(0.05)
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs
+        child.wait()
+    assert len(_stale_temps(target.parent, "S.txt")) == 1 and not target.exists()
+    write_atomically({target: lambda p: p.write_text("done")})
+    assert target.read_text() == "done"
+    assert _stale_temps(target.parent, "S.txt") == []
+
+
+def test_temp_files_that_cannot_be_checked_are_removed_when_old(tmp_path):
+    target = tmp_path / "S.txt"
+    old = tmp_path / ".S.txt.abcd1234.tmp"  # no process in the name (older naming, or another host)
+    old.write_text("older naming")
+    os.utime(old, (time.time() - 2 * preprocess.STALE_AFTER_S,) * 2)
+    remote_old = tmp_path / ".S.txt.12345@elsewhere.ijkl9012.tmp"
+    remote_old.write_text("another host's, dead long ago")
+    fresh = tmp_path / ".S.txt.12345@elsewhere.efgh5678.tmp"
+    fresh.write_text("another host's, maybe still writing")
+    other = tmp_path / ".S.txt.gz.123.abcd1234.tmp"  # belongs to another target
+    other.write_text("not ours")
+    for path in (old, remote_old, other):
+        os.utime(path, (time.time() - 2 * preprocess.STALE_AFTER_S,) * 2)
+    write_atomically({target: lambda p: p.write_text("done")})
+    assert _stale_temps(tmp_path, "S.txt") == [fresh, other]
+
+
+def test_temp_files_of_a_live_writer_are_kept(tmp_path):
+    target = tmp_path / "S.txt"
+    live = tmp_path / f".S.txt.{os.getppid()}@{socket.gethostname()}.abcd1234.tmp"
+    live.write_text("still writing")
+    write_atomically({target: lambda p: p.write_text("done")})
+    assert live.exists()
+
+
+def test_download_part_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".raw.json.gz.{int(dead.stdout)}@{socket.gethostname()}.abcd1234.part"
+    stale.write_bytes(b"half a download")
+    download._write_atomically(tmp_path / "raw.json.gz", lambda out: out.write(b"all"))
+    assert [p.name for p in tmp_path.iterdir()] == ["raw.json.gz"]
+
+
 def test_bad_input_is_a_data_error_naming_the_line(tmp_path):
     path = tmp_path / "ratings.dat"
     path.write_text("1::2::5::100\n1::2::5\n")
@@ -159,8 +267,7 @@ def test_bad_input_is_a_data_error_naming_the_line(tmp_path):
 def test_skip_bad_lines_is_recorded_in_stats(tmp_path):
     path = tmp_path / "ratings.dat"
     path.write_text("1::2::5::100\nbroken\n1::3::5::101\n")
-    stats = preprocess_file(path, tmp_path, "x", "movielens-dat", min_count=1, skip_bad_lines=True,
-                            progress=False)
+    stats = preprocess_file(path, tmp_path, "x", "movielens-dat", min_count=1, skip_bad_lines=True, progress=False)
     assert stats["raw"]["skipped_lines"] == 1
     assert stats["raw"]["skipped_examples"][0]["line"] == 2
     assert stats["interactions"] == 2
@@ -176,28 +283,99 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def test_run_with_preset_and_format(tmp_path, capsys):
-    args = parse(["--dataset", "steam", "--input", str(FIXTURES / "steam_reviews_sample.json"), "--output",
-                  str(tmp_path), "--min-count", "2"])
+    args = parse(
+        [
+            "--dataset",
+            "steam",
+            "--input",
+            str(FIXTURES / "steam_reviews_sample.json"),
+            "--output",
+            str(tmp_path),
+            "--min-count",
+            "2",
+        ]
+    )
     assert preprocess.run(args) == 0
     out = capsys.readouterr().out
     assert "Steam.txt" in out and "3 users, 3 items, 9 interactions" in out
     assert (tmp_path / "Steam.stats.json").exists()
 
 
+def test_run_counts_duplicates_in_summary_and_stats(tmp_path, capsys):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,time\n" + "u,a,1\nu,a,1\nu,b,2\nv,a,1\nv,b,3\nv,b,3\nv,b,3\n")
+    argv = [
+        "--format",
+        "csv",
+        "--input",
+        str(path),
+        "--user-col",
+        "user",
+        "--item-col",
+        "item",
+        "--time-col",
+        "time",
+        "--min-count",
+        "1",
+    ]
+    assert preprocess.run(parse([*argv, "--output", str(tmp_path / "paper")])) == 0
+    assert (
+        "3 exact duplicate rows (same user, item and time): kept as the paper does, 3 of them in the "
+        "output; --dedupe drops them"
+    ) in capsys.readouterr().out
+    stats = json.loads((tmp_path / "paper" / "log.stats.json").read_text())
+    assert (stats["raw"]["duplicates"], stats["duplicates"], stats["interactions"]) == (3, 3, 7)
+    assert preprocess.run(parse([*argv, "--output", str(tmp_path / "dedupe"), "--dedupe"])) == 0
+    assert "3 exact duplicate rows (same user, item and time): dropped (--dedupe)" in capsys.readouterr().out
+    stats = json.loads((tmp_path / "dedupe" / "log.stats.json").read_text())
+    assert (stats["raw"]["duplicates"], stats["duplicates"], stats["interactions"]) == (3, 0, 4)
+    assert stats["settings"]["dedupe"] is True
+    assert read_sasrec_file(tmp_path / "dedupe" / "log.txt").to_lists() == [[1, 2], [1, 2]]
+
+
+def test_iso_timestamps_order_rows(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,time\nu,late,2020-01-02T00:00:00Z\nu,early,2020-01-01\nu,mid,2020-01-01T12:00\n")
+    options = {"user_col": "user", "item_col": "item", "time_col": "time", "delimiter": ","}
+    preprocess_file(path, tmp_path, "iso", "csv", min_count=1, progress=False, reader_options=options)
+    assert (tmp_path / "iso.item_map.tsv").read_text().splitlines()[1:] == ["1\tlate", "2\tearly", "3\tmid"]
+    assert read_sasrec_file(tmp_path / "iso.txt").to_lists() == [[2, 3, 1]]
+
+
 def test_run_generic_tsv(tmp_path, capsys):
-    args = parse(["--format", "csv", "--input", str(FIXTURES / "events.tsv"), "--output", str(tmp_path),
-                  "--user-col", "session", "--item-col", "product", "--time-col", "ts", "--delimiter", "tab",
-                  "--min-count", "1"])
+    args = parse(
+        [
+            "--format",
+            "csv",
+            "--input",
+            str(FIXTURES / "events.tsv"),
+            "--output",
+            str(tmp_path),
+            "--user-col",
+            "session",
+            "--item-col",
+            "product",
+            "--time-col",
+            "ts",
+            "--delimiter",
+            "tab",
+            "--min-count",
+            "1",
+        ]
+    )
     assert preprocess.run(args) == 0
     assert read_sasrec_file(tmp_path / "events.txt").to_lists() == [[2, 1], [2]]  # s1: p8@20 p9@30
 
 
-@pytest.mark.parametrize("argv", [
-    ["--input", "x"],  # no dataset, no format
-    ["--format", "csv", "--input", "x"],  # csv without columns
-    ["--dataset", "ml-1m", "--input", "x", "--user-col", "u"],  # column option without csv
-    ["--format", "csv", "--input", "x", "--user-col", "u", "--item-col", "i", "--delimiter", "::"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--input", "x"],  # no dataset, no format
+        ["--format", "csv", "--input", "x"],  # csv without columns
+        ["--dataset", "ml-1m", "--input", "x", "--user-col", "u"],  # column option without csv
+        ["--format", "csv", "--input", "x", "--user-col", "u", "--item-col", "i", "--delimiter", "::"],
+    ],
+)
 def test_run_rejects_bad_option_combinations(argv, tmp_path):
     with pytest.raises(ConfigError):
         preprocess.run(parse([*argv, "--output", str(tmp_path)]))
@@ -232,10 +410,13 @@ def reference(rows: list[tuple[str, str, float]], min_count: int = 5) -> tuple[l
     return list(user_map), list(item_map), seqs
 
 
-@pytest.mark.parametrize(("sample", "dataset"), [
-    ("raw_samples/reviews_Musical_Instruments_5.json", "beauty"),
-    ("raw_samples/ml-1m_ratings_sample100k.dat", "ml-1m"),
-])
+@pytest.mark.parametrize(
+    ("sample", "dataset"),
+    [
+        ("raw_samples/reviews_Musical_Instruments_5.json", "beauty"),
+        ("raw_samples/ml-1m_ratings_sample100k.dat", "ml-1m"),
+    ],
+)
 def test_real_sample_matches_plain_reference(tmp_path, sample, dataset):
     path = shared_file(sample)
     fmt = preprocess.PRESETS[dataset].fmt
@@ -243,7 +424,19 @@ def test_real_sample_matches_plain_reference(tmp_path, sample, dataset):
     users, items, seqs = reference([(u, i, t) for u, i, t, _ in read_rows(fmt, path)])
     assert read_sasrec_file(tmp_path / "out.txt").to_lists() == seqs
     assert (tmp_path / "out.user_map.tsv").read_text().split("\n")[1:-1] == [
-        f"{n}\t{u}" for n, u in enumerate(users, 1)]
+        f"{n}\t{u}" for n, u in enumerate(users, 1)
+    ]
     assert (tmp_path / "out.item_map.tsv").read_text().split("\n")[1:-1] == [
-        f"{n}\t{i}" for n, i in enumerate(items, 1)]
+        f"{n}\t{i}" for n, i in enumerate(items, 1)
+    ]
     assert (stats["users"], stats["items"]) == (len(users), len(items))
+
+
+def test_amazon_2018_sample_duplicates():
+    # The 2018 "5-core" files repeat reviews verbatim; the 2014 sample above has none.
+    path = shared_file("raw_samples/All_Beauty_5.json")
+    rows = [(u, i, t) for u, i, t, _ in read_rows("amazon-json", path)]
+    paper = preprocess_rows(rows_of(rows))
+    assert (paper.duplicates, paper.duplicates_kept) == (1108, 1090) == (len(rows) - len(set(rows)), 1090)
+    deduped = preprocess_rows(rows_of(rows), dedupe=True)
+    assert (deduped.sequences.num_users, len(deduped.sequences.items), deduped.duplicates_kept) == (194, 994, 0)

@@ -26,8 +26,16 @@ def summary(rows: list) -> tuple[int, int, int]:
 
 
 def test_registry_lists_every_format():
-    assert set(READERS) == {"sasrec", "per-user", "movielens-dat", "movielens-csv", "amazon-json",
-                            "amazon-csv", "steam", "csv"}
+    assert set(READERS) == {
+        "sasrec",
+        "per-user",
+        "movielens-dat",
+        "movielens-csv",
+        "amazon-json",
+        "amazon-csv",
+        "steam",
+        "csv",
+    }
     with pytest.raises(SASRecError, match="unknown format"):
         read_rows("parquet", FIXTURES / "events.tsv")
 
@@ -173,11 +181,19 @@ BAD_INPUTS = [
     ("amazon-csv", b"A,B,5.0,100\nA,B,5.0\n", 2, "expected 4 fields"),
     ("amazon-json", GOOD_JSON + b'{"reviewerID": "A", "asin"\n', 2, "malformed JSON"),
     ("amazon-json", GOOD_JSON + b'{"asin": "B", "unixReviewTime": 1}\n', 2, "missing key 'reviewerID'"),
-    ("amazon-json", b'[1, 2]\n', 1, "expected a JSON object"),
-    ("steam", b"{'username': 'a', 'product_id': '1', 'date': '2017-01-01'}\n{'username': 'a', 'date'\n", 2,
-     "malformed line"),
-    ("steam", b"{'username': 'a', 'product_id': '1', 'date': '2017-01-01'}\n{'username': 'a', 'date': 'x'}\n",
-     2, "missing key 'product_id'"),
+    ("amazon-json", b"[1, 2]\n", 1, "expected a JSON object"),
+    (
+        "steam",
+        b"{'username': 'a', 'product_id': '1', 'date': '2017-01-01'}\n{'username': 'a', 'date'\n",
+        2,
+        "malformed line",
+    ),
+    (
+        "steam",
+        b"{'username': 'a', 'product_id': '1', 'date': '2017-01-01'}\n{'username': 'a', 'date': 'x'}\n",
+        2,
+        "missing key 'product_id'",
+    ),
     ("steam", b"{'username': 'a', 'product_id': '1', 'date': '17/01/01'}\n", 1, "is not YYYY-MM-DD"),
     ("movielens-dat", b"1::2::5::100\n\xff\xfe::2::5::100\n", 2, "not valid UTF-8"),
 ]
@@ -246,3 +262,81 @@ def test_skip_bad_lines_does_not_skip_a_bad_header(tmp_path):
     path.write_text("user,item\n1,2\n")
     with pytest.raises(DataError, match="line 1: header has no user column"):
         list(read_rows("movielens-csv", path, skip_bad_lines=True))
+
+
+# ---------------------------------------------------------------------------------- byte-order mark, numbers
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "first"),
+    [
+        ("movielens-csv", BOM + b"userId,movieId,rating,timestamp\n1,2,5,100\n", ("1", "2", 100, 2)),
+        ("movielens-dat", BOM + b"1::2::5::100\n", ("1", "2", 100, 1)),
+        ("amazon-json", BOM + GOOD_JSON, ("A", "B", 1, 1)),
+        ("amazon-csv", BOM + b"A,B,5.0,100\n", ("A", "B", 100, 1)),
+        ("sasrec", BOM + b"1 2\n", ("1", "2", 1, 1)),
+        ("per-user", BOM + b"1 2 3\n", ("1", "2", 0, 1)),
+        ("steam", BOM + b"{'username': 'a', 'product_id': '1', 'date': '1970-01-02'}\n", ("a", "1", 86400, 1)),
+    ],
+)
+@pytest.mark.parametrize("compressed", [False, True])
+def test_utf8_bom_is_stripped_in_every_reader(tmp_path, fmt, content, first, compressed):
+    path = tmp_path / "input.data"
+    path.write_bytes(gzip.compress(content) if compressed else content)
+    assert next(read_rows(fmt, path)) == first
+
+
+def test_csv_header_with_bom_finds_the_first_column(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_bytes(BOM + b"user_id,item_id,ts\nu1,i1,5\n")
+    assert list(read_csv(path, user_col="user_id", item_col="item_id", time_col="ts")) == [("u1", "i1", 5, 2)]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "line", "fragment"),
+    [
+        ("sasrec", b"+3 1", "user id '+3' is not a non-negative integer"),
+        ("sasrec", b"1 1_0", "item id '1_0' is not a non-negative integer"),
+        ("per-user", b"1 2 \xd9\xa3", "item id '\u0663' is not a non-negative integer"),  # str.isdigit says yes
+        ("per-user", b"1 2 \xc2\xb2", "item id '\u00b2' is not a non-negative integer"),  # superscript two
+        ("movielens-dat", b"1::2::5::nan", "Timestamp 'nan' is not a finite number"),
+        ("movielens-dat", b"1::2::5::inf", "Timestamp 'inf' is not a finite number"),
+        ("movielens-dat", b"1::2::5::-Infinity", "Timestamp '-Infinity' is not a finite number"),
+        ("movielens-dat", b"1::2::5::1e400", "Timestamp '1e400' is out of range"),
+        ("movielens-dat", b"1::2::5::1_000", "Timestamp '1_000' is not a number or an ISO-8601 date/time"),
+        ("movielens-dat", b"1::2::5::+100", "Timestamp '+100' is not a number"),
+        ("movielens-dat", b"1::2::5::99999999999999999999", "Timestamp '99999999999999999999' is out of range"),
+        ("movielens-dat", b"1::2::5::2023-13-01", "Timestamp '2023-13-01' is not a valid ISO-8601 date/time"),
+        ("amazon-json", b'{"reviewerID": "A", "asin": "B", "unixReviewTime": NaN}', "unixReviewTime 'nan' is not"),
+        ("amazon-csv", b"A,B,5.0,Infinity", "timestamp 'Infinity' is not a finite number"),
+    ],
+)
+def test_malformed_number_is_a_line_error(tmp_path, fmt, line, fragment):
+    path = tmp_path / "input.data"
+    path.write_bytes(b"\n" + line + b"\n")
+    with pytest.raises(DataError) as info:
+        list(read_rows(fmt, path))
+    assert info.value.line == 2 and fragment in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1700000000123456789", 1700000000123456789),  # a nanosecond clock: kept exact, as an int
+        ("-5", -5),
+        ("1.5", 1.5),
+        ("1.7e9", 1.7e9),
+        ("2017-12-17", 1513468800),
+        ("2017-12-17T10:00:00", 1513504800),  # no zone: UTC
+        ("2017-12-17 10:00:00+02:00", 1513497600),
+        ("2017-12-17T10:00:00Z", 1513504800),
+        ("2017-12-17T10:00:00.25Z", 1513504800.25),
+    ],
+)
+def test_timestamp_forms(tmp_path, text, seconds):
+    path = tmp_path / "log.csv"
+    path.write_text(f"user,item,time\nu,i,{text}\n")
+    (row,) = read_csv(path, user_col="user", item_col="item", time_col="time")
+    assert row[2] == seconds and type(row[2]) is type(seconds)

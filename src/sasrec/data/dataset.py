@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,23 +157,108 @@ def split_leave_one_out(seqs: Sequences) -> Split:
 # ---------------------------------------------------------------------------------------------- file I/O
 
 
+MAX_ID = 2**31 - 1
+"""Largest user or item id a SASRec-format file may hold. Item ids size the embedding table, so a larger id
+is not a catalogue but a raw hash, clock or database key that needs renumbering."""
+
+_BOM = b"\xef\xbb\xbf"
+_LINE_BYTES = frozenset(b"0123456789 \t\r")  # what a valid line may hold (the fast path accepts only these)
+
+
+@dataclass(frozen=True)
+class IdUsage:
+    """How much of the id ranges ``1..max`` of a SASRec-format file its ids occupy.
+
+    Items keep their file ids (the catalogue is ``1..max_item``), so an item id that never occurs is an item
+    no user has, yet the model gives it an embedding and evaluation ranks it. Users are renumbered in
+    ascending id order, so unused user ids cost nothing in training; they are counted because the user ids
+    of ``recommend`` are then row numbers, not the file's ids.
+
+    Attributes:
+        max_item: largest item id (the catalogue size).
+        items: number of distinct item ids.
+        max_user: largest user id.
+        users: number of distinct user ids.
+    """
+
+    max_item: int
+    items: int
+    max_user: int
+    users: int
+
+    @property
+    def unused_items(self) -> int:
+        return self.max_item - self.items
+
+    @property
+    def unused_users(self) -> int:
+        return self.max_user - self.users
+
+    def note(self, path: str | Path) -> str:
+        """One line for the user about unused ids, or "" when ids are dense."""
+        parts = []
+        if self.unused_items:
+            parts.append(
+                f"{self.unused_items:,} of the item ids 1..{self.max_item:,} never occur (they stay in "
+                "the catalogue as items nobody has)"
+            )
+        if self.unused_users:
+            parts.append(
+                f"{self.unused_users:,} of the user ids 1..{self.max_user:,} never occur (users are "
+                f"numbered 1..{self.users:,} in ascending id order)"
+            )
+        if not parts:
+            return ""
+        return f"{path}: {'; '.join(parts)}; {renumber_command(path)} renumbers densely and writes id maps"
+
+
+def renumber_command(path: str | Path) -> str:
+    """The command that rewrites SASRec-format file ``path`` with dense ids and id maps, unfiltered."""
+    path = Path(path)
+    return f"`sasrec preprocess --format sasrec --min-count 1 --input {path} --output {path.parent / 'renumbered'}`"
+
+
 def _open_text(path: Path):
     if path.suffix == ".gz":
         return gzip.open(path, "rb")
     return open(path, "rb")
 
 
-def read_sasrec_file(path: str | Path) -> Sequences:
+def read_sasrec_file(path: str | Path, *, report: bool = True) -> Sequences:
     """Load a SASRec-format file (``user item`` per line, 1-based ids, grouped by user).
 
-    The fast path parses the whole file with NumPy (about 0.2 s for MovieLens-1M); only if that finds a
-    problem does a slow line-by-line pass run, to report the exact line. User ids must be grouped (each
-    user's lines contiguous); ids need not be contiguous: users are renumbered in ascending id order, and
-    items keep their ids (the catalogue size is the largest item id).
+    See :func:`load_sasrec_file` for the rules. With ``report`` (the default), a file whose ids leave gaps
+    prints one line saying how many ids are unused to stderr; a file with dense ids loads silently.
 
     Raises:
-        DataError: missing/empty file, wrong number of fields, non-integer or non-positive id,
-            ungrouped users, truncated gzip.
+        DataError: as :func:`load_sasrec_file`.
+    """
+    seqs, usage = load_sasrec_file(path)
+    note = usage.note(path)
+    if report and note:
+        print(note, file=sys.stderr)
+    return seqs
+
+
+def load_sasrec_file(path: str | Path) -> tuple[Sequences, IdUsage]:
+    """Load a SASRec-format file and count the ids it leaves unused.
+
+    The fast path parses the whole file with NumPy (about 0.2 s for MovieLens-1M); only if that finds a
+    problem does a slow line-by-line pass run, to report the exact line. A leading UTF-8 byte-order mark is
+    ignored. User ids must be grouped (each user's lines contiguous); ids need not be contiguous: users are
+    renumbered in ascending id order, and items keep their ids (the catalogue size is the largest item id).
+
+    A catalogue where more than half of the ids ``1..max_item`` never occur is refused: the model would
+    train and rank the missing ones as real items (the sampled protocol draws negatives among them). Fewer
+    unused ids are counted in the returned :class:`IdUsage`.
+
+    Returns:
+        ``(sequences, usage)``.
+
+    Raises:
+        DataError: missing/empty file, wrong number of fields, an id that is not digits or is outside
+            ``1..MAX_ID`` (before anything is allocated for it), ungrouped users, a catalogue of mostly
+            unused item ids, truncated gzip.
     """
     path = Path(path)
     if not path.exists():
@@ -184,10 +270,13 @@ def read_sasrec_file(path: str | Path) -> Sequences:
             raw = f.read()
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError; truncated gzip is EOFError
         raise DataError(path, f"cannot read file ({exc}); is the gzip file truncated or corrupt?") from None
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM) :]
     if not raw.strip():
         raise DataError(path, "file is empty")
     pairs = _parse_pairs(raw)
-    if pairs is None or (pairs <= 0).any():
+    # NumPy saturates an overflowing token at 2**63 - 1, so the MAX_ID test also catches ids of 20+ digits.
+    if pairs is None or pairs.min() <= 0 or pairs.max() > MAX_ID:
         _diagnose(path, raw)  # raises, naming the first bad line
     users, items = pairs[:, 0], pairs[:, 1]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
@@ -196,9 +285,20 @@ def read_sasrec_file(path: str | Path) -> Sequences:
         seen: set[int] = set()
         for s, u in zip(starts, run_users, strict=True):
             if int(u) in seen:
-                raise DataError(path, f"user {u} appears again after other users; lines must be grouped by user",
-                                line=int(s) + 1 + _blank_lines_before(raw, int(s)))
+                raise DataError(
+                    path,
+                    f"user {u} appears again after other users; lines must be grouped by user",
+                    line=_line_of_pair(raw, int(s)),
+                )
             seen.add(int(u))
+    usage = IdUsage(int(items.max()), _distinct(items), int(run_users.max()), len(run_users))
+    if 2 * usage.unused_items > usage.max_item:
+        raise DataError(
+            path,
+            f"{usage.unused_items:,} of the item ids 1..{usage.max_item:,} never occur (only "
+            f"{usage.items:,} distinct items), so the model would train and rank items that do "
+            f"not exist; renumber them with {renumber_command(path)} and train on its output",
+        )
     order = np.argsort(run_users, kind="stable")
     lengths = np.diff(np.r_[starts, len(users)])
     if not (order == np.arange(len(order))).all():
@@ -208,7 +308,14 @@ def read_sasrec_file(path: str | Path) -> Sequences:
         lengths = lengths[order]
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return Sequences(offsets, items.astype(np.int64), int(items.max()))
+    return Sequences(offsets, items.astype(np.int64), usage.max_item), usage
+
+
+def _distinct(ids: np.ndarray) -> int:
+    """Number of distinct values in ``ids`` (positive), in memory bounded by ``len(ids)``, not by the ids."""
+    if ids.max() <= 2 * len(ids):
+        return int(np.count_nonzero(np.bincount(ids)))
+    return len(np.unique(ids))
 
 
 def _parse_pairs(raw: bytes) -> np.ndarray | None:
@@ -234,35 +341,49 @@ def _parse_pairs(raw: bytes) -> np.ndarray | None:
     return tokens.reshape(-1, 2) if len(tokens) == len(run_starts) else None
 
 
-def _blank_lines_before(raw: bytes, pair_index: int) -> int:
-    count = 0
+def _line_of_pair(raw: bytes, pair_index: int) -> int:
+    """1-based line number of the ``pair_index``-th non-blank line (lines end with ``\\n`` only)."""
     seen = 0
-    for line in raw.splitlines():
+    for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
-            count += 1
             continue
         if seen == pair_index:
-            break
+            return number
         seen += 1
-    return count
+    raise AssertionError("pair index past the end of the file")
 
 
 def _diagnose(path: Path, raw: bytes) -> None:
-    """Find the first bad line of a SASRec-format file and raise a DataError naming it."""
-    for number, line in enumerate(raw.splitlines(), start=1):
+    """Find the first bad line of a SASRec-format file and raise a DataError naming it.
+
+    The rules match the fast path exactly: two runs of ASCII digits separated by spaces or tabs, each
+    ``1..MAX_ID``. So ``+3``, ``1_0``, ``1.0`` or ``1e3``, which Python's ``int``/``float`` would accept,
+    are refused here too.
+    """
+    for number, line in enumerate(raw.split(b"\n"), start=1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 2:
             raise DataError(path, f"expected 2 fields 'user item', found {len(fields)}: {line[:80]!r}", line=number)
         for name, field in zip(("user", "item"), fields, strict=True):
-            try:
-                value = int(field)
-            except ValueError:
-                raise DataError(path, f"{name} id {field.decode(errors='replace')!r} is not an integer",
-                                line=number) from None
-            if value <= 0:
-                raise DataError(path, f"{name} id {value} must be a positive (1-based) integer", line=number)
+            text = field[:40].decode(errors="replace")
+            if not field.isdigit():  # bytes.isdigit is ASCII-only: no signs, underscores, points
+                raise DataError(path, f"{name} id {text!r} is not a positive integer (ASCII digits only)", line=number)
+            digits = field.lstrip(b"0")
+            if len(digits) > len(str(MAX_ID)) or int(digits or b"0") > MAX_ID:
+                raise DataError(
+                    path,
+                    f"{name} id {text}{'...' if len(field) > 40 else ''} is larger than "
+                    f"{MAX_ID:,}, so it is a raw key, not a catalogue index; renumber the "
+                    f"file with {renumber_command(path)}",
+                    line=number,
+                )
+            if not digits:
+                raise DataError(path, f"{name} id 0 must be a positive (1-based) integer", line=number)
+        bad = next((chr(c) for c in line if c not in _LINE_BYTES), None)
+        if bad is not None:
+            raise DataError(path, f"unexpected character {bad!r} between the fields (use spaces or tabs)", line=number)
     raise DataError(path, "could not parse the file as 'user item' lines")
 
 

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -61,15 +60,30 @@ class Source:
 _AMAZON_2014 = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
 
 SOURCES: dict[str, Source] = {
-    "ml-1m": Source("https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-                    sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20", size=5917549,
-                    member="ml-1m/ratings.dat", raw_file="ml-1m/ratings.dat"),
-    "beauty": Source(_AMAZON_2014 + "reviews_Beauty.json.gz", sha256=None, size=None, member=None,
-                     raw_file="reviews_Beauty.json.gz"),
-    "games": Source(_AMAZON_2014 + "reviews_Video_Games.json.gz", sha256=None, size=None, member=None,
-                    raw_file="reviews_Video_Games.json.gz"),
-    "steam": Source("https://cseweb.ucsd.edu/~wckang/steam_reviews.json.gz", sha256=None, size=None,
-                    member=None, raw_file="steam_reviews.json.gz"),
+    "ml-1m": Source(
+        "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+        size=5917549,
+        member="ml-1m/ratings.dat",
+        raw_file="ml-1m/ratings.dat",
+    ),
+    "beauty": Source(
+        _AMAZON_2014 + "reviews_Beauty.json.gz", sha256=None, size=None, member=None, raw_file="reviews_Beauty.json.gz"
+    ),
+    "games": Source(
+        _AMAZON_2014 + "reviews_Video_Games.json.gz",
+        sha256=None,
+        size=None,
+        member=None,
+        raw_file="reviews_Video_Games.json.gz",
+    ),
+    "steam": Source(
+        "https://cseweb.ucsd.edu/~wckang/steam_reviews.json.gz",
+        sha256=None,
+        size=None,
+        member=None,
+        raw_file="steam_reviews.json.gz",
+    ),
 }
 
 
@@ -124,8 +138,15 @@ def download(
     return raw
 
 
-def fetch(url: str, target: Path, sha256: str | None, size: int | None = None, *,
-          timeout: float = DEFAULT_TIMEOUT, progress: bool = True) -> str:
+def fetch(
+    url: str,
+    target: Path,
+    sha256: str | None,
+    size: int | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    progress: bool = True,
+) -> str:
     """Stream ``url`` into ``target`` atomically, verifying ``sha256`` and ``size`` when given.
 
     Returns the sha256 of the downloaded file.
@@ -135,8 +156,14 @@ def fetch(url: str, target: Path, sha256: str | None, size: int | None = None, *
 
     def copy(response, out) -> int:
         total = response.headers.get("Content-Length")
-        bar = tqdm(total=int(total) if total and total.isdigit() else None, unit="B", unit_scale=True,
-                   desc=target.name, mininterval=0.5, disable=None if progress else True)
+        bar = tqdm(
+            total=int(total) if total and total.isdigit() else None,
+            unit="B",
+            unit_scale=True,
+            desc=target.name,
+            mininterval=0.5,
+            disable=None if progress else True,
+        )
         written = 0
         with bar:
             while block := response.read(_CHUNK):
@@ -151,8 +178,10 @@ def fetch(url: str, target: Path, sha256: str | None, size: int | None = None, *
             written = _write_atomically(target, lambda out: copy(response, out))
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if type(exc) is urllib.error.URLError else exc
-        raise SASRecError(f"could not download {url} ({reason}). If this machine has no internet access, "
-                          f"download the file elsewhere and put it at {target}") from None
+        raise SASRecError(
+            f"could not download {url} ({reason}). If this machine has no internet access, "
+            f"download the file elsewhere and put it at {target}"
+        ) from None
     got = digest.hexdigest()
     problem = None
     if size is not None and written != size:
@@ -161,16 +190,23 @@ def fetch(url: str, target: Path, sha256: str | None, size: int | None = None, *
         problem = f"sha256 mismatch: expected {sha256}, got {got}"
     if problem:
         target.unlink(missing_ok=True)
-        raise SASRecError(f"{url}: {problem}; the download was discarded (a truncated transfer, or the file "
-                          "changed upstream). Try again, or fetch it by hand and check it")
+        raise SASRecError(
+            f"{url}: {problem}; the download was discarded (a truncated transfer, or the file "
+            "changed upstream). Try again, or fetch it by hand and check it"
+        )
     pinned = "matches the pinned checksum" if sha256 else "not pinned, record it to check later copies"
     print(f"downloaded {target} ({written:,} bytes), sha256 {got} ({pinned})")
     return got
 
 
 def _write_atomically(target: Path, write: Callable) -> int:
-    """Run ``write(binary_file)`` on a temporary file beside ``target``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    """Run ``write(binary_file)`` on a temporary file beside ``target``, then move it into place.
+
+    The ``.part`` files of killed downloads of ``target`` are removed first (see ``temp_beside``).
+    """
+    from sasrec.data.preprocess import temp_beside  # local import: preprocess imports this module
+
+    fd, tmp = temp_beside(target, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             result = write(out)
@@ -206,19 +242,28 @@ def extract_member(archive: Path, member: str, dest: Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sasrec download NAME [--dest DIR] [--preprocess]``."""
-    parser.add_argument("dataset", metavar="NAME", choices=sorted(SOURCES),
-                        help=f"dataset to download: {', '.join(sorted(SOURCES))}")
-    parser.add_argument("--dest", type=Path, default=Path("data/raw"),
-                        help="directory for the raw files (default: data/raw)")
-    parser.add_argument("--preprocess", action="store_true",
-                        help="then preprocess it with the paper's rules into --output")
-    parser.add_argument("--output", type=Path, default=Path("data"),
-                        help="--preprocess: output directory (default: data/)")
+    parser.add_argument(
+        "dataset", metavar="NAME", choices=sorted(SOURCES), help=f"dataset to download: {', '.join(sorted(SOURCES))}"
+    )
+    parser.add_argument(
+        "--dest", type=Path, default=Path("data/raw"), help="directory for the raw files (default: data/raw)"
+    )
+    parser.add_argument(
+        "--preprocess", action="store_true", help="then preprocess it with the paper's rules into --output"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("data"), help="--preprocess: output directory (default: data/)"
+    )
     parser.add_argument("--base-url", help="fetch the same file name from this mirror instead")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"network timeout in seconds (default: {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--force", action="store_true",
-                        help="download again even if present, and overwrite preprocessed outputs")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"network timeout in seconds (default: {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="download again even if present, and overwrite preprocessed outputs"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
         from sasrec.data import preprocess  # local import: preprocess imports this module for --download
 
         preset = preprocess.PRESETS[args.dataset]
-        stats = preprocess.preprocess_file(raw, args.output, preset.name, preset.fmt, force=args.force,
-                                           dataset=args.dataset)
+        stats = preprocess.preprocess_file(
+            raw, args.output, preset.name, preset.fmt, force=args.force, dataset=args.dataset
+        )
         print(preprocess.summary(stats, Path(args.output)))
     return 0

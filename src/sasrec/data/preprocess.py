@@ -6,6 +6,8 @@ The rules are those of kang205/SASRec ``data/DataProcessing.py`` (see ``shared/d
 2. Interactions are counted per user and per item on the whole raw file, and every row whose user or item
    has fewer than ``min_count`` (5) rows is dropped, in ONE pass: users left with fewer than 5 rows stay.
    ``kcore=True`` instead repeats the filter until every user and item has at least ``min_count`` rows.
+   Exact duplicates (same user, item and timestamp) count and are kept, as in the paper's script; they are
+   counted in the stats, and ``dedupe=True`` keeps only the first of each before filtering.
 3. Users are numbered 1.. in the order of their first kept row, items 1.. in the order of their first
    appearance among kept rows (both in file order).
 4. Each user's rows are stable-sorted by timestamp (ties keep file order); output is grouped by user id.
@@ -13,17 +15,23 @@ The rules are those of kang205/SASRec ``data/DataProcessing.py`` (see ``shared/d
 Outputs in the output directory, written atomically (temporary file + ``os.replace``): ``NAME.txt``
 (SASRec format), ``NAME.user_map.tsv`` and ``NAME.item_map.tsv`` (``new_id<TAB>original_id``; a tab,
 newline or backslash inside an original id is written as ``\\t``, ``\\n``, ``\\\\``) and ``NAME.stats.json``.
+Temporary files left by a killed run are removed by the next write to the same outputs.
 
-The raw file is read once, streaming; only compact arrays (two int32 codes and one float64 timestamp per
-row) and one dict entry per distinct user and item are held in memory.
+The raw file is read once, streaming; only compact arrays (two int32 codes, an int64 timestamp and a float64
+fraction of it per row) and one dict entry per distinct user and item are held in memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
+import re
+import socket
 import tempfile
+import time
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -53,8 +61,12 @@ PRESETS: dict[str, Preset] = {
     "steam": Preset("Steam", "steam", "UCSD steam_reviews.json.gz"),
 }
 
-OUTPUT_SUFFIXES = {"sequences": ".txt", "user_map": ".user_map.tsv", "item_map": ".item_map.tsv",
-                   "stats": ".stats.json"}
+OUTPUT_SUFFIXES = {
+    "sequences": ".txt",
+    "user_map": ".user_map.tsv",
+    "item_map": ".item_map.tsv",
+    "stats": ".stats.json",
+}
 
 _DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "space": " ", "semicolon": ";", "pipe": "|"}
 
@@ -65,11 +77,17 @@ _DELIMITERS = {"tab": "\t", "\\t": "\t", "comma": ",", "space": " ", "semicolon"
 @dataclass(frozen=True)
 class RawLog:
     """The raw rows as compact arrays; ``users``/``items`` are codes into ``user_ids``/``item_ids``
-    (numbered by first appearance in the raw file), in file order."""
+    (numbered by first appearance in the raw file), in file order.
+
+    A timestamp ``t`` is held as ``times = floor(t)`` (int64) plus ``fractions = t - floor(t)`` (float64 in
+    ``[0, 1)``): integer timestamps, the usual case, then compare exactly however large (a float64 would
+    merge nanosecond clock values beyond 2**53).
+    """
 
     users: np.ndarray
     items: np.ndarray
     times: np.ndarray
+    fractions: np.ndarray
     user_ids: list[str]
     item_ids: list[str]
 
@@ -79,18 +97,27 @@ class RawLog:
 
 @dataclass(frozen=True)
 class Processed:
-    """The result: ``sequences`` (user ``u`` is file user ``u + 1``) and the original id of every new id."""
+    """The result: ``sequences`` (user ``u`` is file user ``u + 1``) and the original id of every new id.
+
+    ``duplicates``: raw rows that repeat an earlier row's user, item and timestamp; ``duplicates_kept``: how
+    many of them are in ``sequences`` (0 with ``dedupe``).
+    """
 
     sequences: Sequences
     user_ids: list[str]  # user_ids[new_id - 1] = original user id
     item_ids: list[str]  # item_ids[new_id - 1] = original item id
+    duplicates: int = 0
+    duplicates_kept: int = 0
 
 
 def collect(rows: Iterable[Row]) -> RawLog:
-    """Read all rows into compact arrays, interning the string ids (one dict entry per distinct id)."""
+    """Read all rows into compact arrays, interning the string ids (one dict entry per distinct id).
+
+    Timestamps must be ints or floats within the int64 range (the readers check this, naming the line).
+    """
     user_code: dict[str, int] = {}
     item_code: dict[str, int] = {}
-    users, items, times = array("i"), array("i"), array("d")
+    users, items, times, fractions = array("i"), array("i"), array("q"), array("d")
     for user, item, timestamp, _line in rows:
         u = user_code.get(user)
         if u is None:
@@ -100,18 +127,45 @@ def collect(rows: Iterable[Row]) -> RawLog:
             i = item_code[item] = len(item_code)
         users.append(u)
         items.append(i)
-        times.append(timestamp)
-    return RawLog(np.frombuffer(users, dtype=np.int32).astype(np.int64),
-                  np.frombuffer(items, dtype=np.int32).astype(np.int64),
-                  np.frombuffer(times, dtype=np.float64).copy(), list(user_code), list(item_code))
+        if type(timestamp) is int:
+            times.append(timestamp)
+            fractions.append(0.0)
+        else:
+            whole = math.floor(timestamp)
+            times.append(whole)
+            fractions.append(timestamp - whole)  # exact for a float
+    return RawLog(
+        np.frombuffer(users, dtype=np.int32).astype(np.int64),
+        np.frombuffer(items, dtype=np.int32).astype(np.int64),
+        np.frombuffer(times, dtype=np.int64).copy(),
+        np.frombuffer(fractions, dtype=np.float64).copy(),
+        list(user_code),
+        list(item_code),
+    )
 
 
-def keep_mask(users: np.ndarray, items: np.ndarray, min_count: int, kcore: bool = False) -> np.ndarray:
+def duplicate_mask(log: RawLog) -> np.ndarray:
+    """``(len(log),)`` bool: True for a row with the same user, item and timestamp as an earlier row."""
+    pair = log.users * len(log.item_ids) + log.items  # codes are int32, so this fits in int64
+    order = np.lexsort((log.fractions, log.times, pair))  # stable: equal rows stay in file order
+    same = np.ones(max(len(log) - 1, 0), dtype=bool)
+    for key in (pair, log.times, log.fractions):
+        k = key[order]
+        same &= k[1:] == k[:-1]
+    duplicate = np.zeros(len(log), dtype=bool)
+    duplicate[order[1:]] = same  # within a group of equal rows, all but the first in file order
+    return duplicate
+
+
+def keep_mask(
+    users: np.ndarray, items: np.ndarray, min_count: int, kcore: bool = False, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Rows to keep: those whose user and item have at least ``min_count`` rows.
 
-    One pass over the raw counts (the paper), or with ``kcore`` repeated until nothing changes.
+    One pass over the raw counts (the paper), or with ``kcore`` repeated until nothing changes. ``rows``
+    (bool mask) restricts both the counting and the result to those rows (default: all).
     """
-    keep = np.ones(len(users), dtype=bool)
+    keep = np.ones(len(users), dtype=bool) if rows is None else rows.copy()
     if min_count <= 1:
         return keep
     while True:
@@ -134,10 +188,11 @@ def _number_by_first_appearance(codes: np.ndarray, num_codes: int) -> tuple[np.n
 
 def build(log: RawLog, keep: np.ndarray) -> Processed:
     """Number users and items by first kept appearance and sort each user's rows by time (stable)."""
-    users, items, times = log.users[keep], log.items[keep], log.times[keep]
+    users, items = log.users[keep], log.items[keep]
+    times, fractions = log.times[keep], log.fractions[keep]
     new_users, user_codes = _number_by_first_appearance(users, len(log.user_ids))
     new_items, item_codes = _number_by_first_appearance(items, len(log.item_ids))
-    order = np.lexsort((np.arange(len(users)), times, new_users))  # last key is the primary one
+    order = np.lexsort((np.arange(len(users)), fractions, times, new_users))  # last key is the primary one
     lengths = np.bincount(new_users, minlength=len(user_codes) + 1)[1:]
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
@@ -146,29 +201,38 @@ def build(log: RawLog, keep: np.ndarray) -> Processed:
 
 
 def preprocess_log(
-    log: RawLog, min_count: int = 5, kcore: bool = False, source: object = "input"
+    log: RawLog, min_count: int = 5, kcore: bool = False, source: object = "input", dedupe: bool = False
 ) -> Processed:
-    """Apply the paper's rules (module docstring) to collected rows."""
+    """Apply the paper's rules (module docstring) to collected rows; ``dedupe`` drops exact duplicates first."""
     if min_count < 0:
         raise ConfigError(f"min count must be >= 0, not {min_count}")
-    keep = keep_mask(log.users, log.items, min_count, kcore)
+    duplicate = duplicate_mask(log)
+    keep = keep_mask(log.users, log.items, min_count, kcore, rows=~duplicate if dedupe else None)
     if not keep.any():
-        raise SASRecError(f"{source}: no interactions left after keeping users and items with at least "
-                          f"{min_count} interactions (raw: {len(log)} rows, {len(log.user_ids)} users, "
-                          f"{len(log.item_ids)} items); try a lower --min-count")
-    return build(log, keep)
+        raise SASRecError(
+            f"{source}: no interactions left after keeping users and items with at least "
+            f"{min_count} interactions (raw: {len(log)} rows, {len(log.user_ids)} users, "
+            f"{len(log.item_ids)} items); try a lower --min-count"
+        )
+    result = build(log, keep)
+    return dataclasses.replace(result, duplicates=int(duplicate.sum()), duplicates_kept=int((duplicate & keep).sum()))
 
 
-def preprocess_rows(rows: Iterable[Row], min_count: int = 5, kcore: bool = False) -> Processed:
+def preprocess_rows(rows: Iterable[Row], min_count: int = 5, kcore: bool = False, dedupe: bool = False) -> Processed:
     """Apply the paper's rules (module docstring) to raw rows, e.g. from a reader."""
-    return preprocess_log(collect(rows), min_count, kcore)
+    return preprocess_log(collect(rows), min_count, kcore, dedupe=dedupe)
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, float]:
     """min / mean / median / p90 / p99 / max of the per-user sequence lengths."""
-    return {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 4),
-            "median": float(np.median(lengths)), "p90": float(np.percentile(lengths, 90)),
-            "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())}
+    return {
+        "min": int(lengths.min()),
+        "mean": round(float(lengths.mean()), 4),
+        "median": float(np.median(lengths)),
+        "p90": float(np.percentile(lengths, 90)),
+        "p99": float(np.percentile(lengths, 99)),
+        "max": int(lengths.max()),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -212,20 +276,82 @@ def refuse_overwrite(paths: Iterable[Path], force: bool) -> None:
         raise SASRecError(f"{existing[0]} already exists{others}; pass --force to overwrite")
 
 
+STALE_AFTER_S = 3600.0
+"""A temporary file whose writer cannot be checked (another host) is stale after this long unmodified."""
+
+
+def temp_beside(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a temporary file next to ``target`` (``mkstemp``: returns an open fd and the path).
+
+    It is hidden and named after ``target``, this process and host: ``.NAME.PID@HOST.XXXXXXXX.tmp``. First,
+    such files left for ``target`` by a writer that died (a kill -9 skips every cleanup) are removed: on
+    this host when their process is gone, from other hosts when unmodified for :data:`STALE_AFTER_S`.
+    """
+    remove_stale_temps(target, suffix)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}@{_host()}.", suffix=suffix)
+    return fd, Path(tmp)
+
+
+def remove_stale_temps(target: Path, suffix: str = ".tmp") -> list[Path]:
+    """Remove the temporary files of dead writers of ``target`` (see :func:`temp_beside`); returns them.
+
+    Names without a process (an older naming) count as another host's: removed once old.
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)@(.+)\.)?[a-z0-9_]{{8}}{re.escape(suffix)}")
+    removed = []
+    try:
+        candidates = list(target.parent.iterdir())
+    except OSError:  # the directory does not exist yet: nothing to clean
+        return removed
+    for path in candidates:
+        match = pattern.fullmatch(path.name)
+        if match is None:
+            continue
+        pid, host = match.groups()
+        try:
+            if pid is not None and host == _host():
+                stale = not _process_alive(int(pid))
+            else:
+                stale = time.time() - path.stat().st_mtime > STALE_AFTER_S
+            if stale:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # vanished meanwhile, or not ours to remove: leave it
+            continue
+    return removed
+
+
+def _host() -> str:
+    return socket.gethostname().replace("/", "_") or "localhost"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def write_atomically(writers: dict[Path, Callable[[Path], None]], force: bool = False) -> None:
     """Write several files so that each appears complete or not at all.
 
-    Each writer fills a temporary file in the target's directory; only when all succeeded are they moved
-    into place with ``os.replace``. Refuses to overwrite an existing target unless ``force``.
+    Each writer fills a temporary file in the target's directory (:func:`temp_beside`, which also removes
+    those of killed runs); only when all succeeded are they moved into place with ``os.replace``. Refuses to
+    overwrite an existing target unless ``force``.
     """
     refuse_overwrite(writers, force)
     temps: dict[Path, Path] = {}
     try:
         for path, write in writers.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            fd, tmp = temp_beside(path)
             os.close(fd)
-            temps[path] = Path(tmp)
+            temps[path] = tmp
             write(temps[path])
             os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the usual permissions
         for path, tmp in temps.items():
@@ -235,16 +361,20 @@ def write_atomically(writers: dict[Path, Callable[[Path], None]], force: bool = 
             tmp.unlink(missing_ok=True)
 
 
-def write_outputs(result: Processed, output_dir: str | Path, name: str, stats: dict,
-                  force: bool = False) -> dict[str, Path]:
+def write_outputs(
+    result: Processed, output_dir: str | Path, name: str, stats: dict, force: bool = False
+) -> dict[str, Path]:
     """Write the sequences, the two id maps and the stats of ``result``; returns the paths."""
     paths = output_paths(output_dir, name)
-    write_atomically({
-        paths["sequences"]: lambda p: write_sasrec_file(result.sequences, p),
-        paths["user_map"]: lambda p: _write_map(result.user_ids, p),
-        paths["item_map"]: lambda p: _write_map(result.item_ids, p),
-        paths["stats"]: lambda p: _write_json(stats, p),
-    }, force=force)
+    write_atomically(
+        {
+            paths["sequences"]: lambda p: write_sasrec_file(result.sequences, p),
+            paths["user_map"]: lambda p: _write_map(result.user_ids, p),
+            paths["item_map"]: lambda p: _write_map(result.item_ids, p),
+            paths["stats"]: lambda p: _write_json(stats, p),
+        },
+        force=force,
+    )
     return paths
 
 
@@ -260,12 +390,16 @@ def preprocess_file(
     reader_options: dict | None = None,
     min_count: int = 5,
     kcore: bool = False,
+    dedupe: bool = False,
     skip_bad_lines: bool = False,
     force: bool = False,
     dataset: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Read ``input_path`` (format ``fmt``), preprocess it and write the outputs; returns the stats dict.
+
+    ``dedupe`` drops exact duplicate rows (same user, item and timestamp) before filtering; either way
+    their number is in ``stats["raw"]["duplicates"]``.
 
     Raises:
         DataError: bad input (see :mod:`sasrec.data.readers`).
@@ -278,25 +412,48 @@ def preprocess_file(
     reader_options = dict(reader_options or {})
     read_stats = ReadStats()
     rows = read_rows(fmt, input_path, skip_bad_lines=skip_bad_lines, stats=read_stats, **reader_options)
-    rows = tqdm(rows, desc=f"reading {Path(input_path).name}", unit=" rows", unit_scale=True,
-                mininterval=0.5, disable=None if progress else True)
+    rows = tqdm(
+        rows,
+        desc=f"reading {Path(input_path).name}",
+        unit=" rows",
+        unit_scale=True,
+        mininterval=0.5,
+        disable=None if progress else True,
+    )
     log = collect(rows)
-    result = preprocess_log(log, min_count, kcore, source=input_path)
+    result = preprocess_log(log, min_count, kcore, source=input_path, dedupe=dedupe)
     seqs = result.sequences
     stats = {
         "name": name,
         "users": seqs.num_users,
         "items": seqs.num_items,
         "interactions": int(len(seqs.items)),
+        "duplicates": result.duplicates_kept,
         "length": length_stats(seqs.lengths),
-        "raw": {"rows": len(log), "users": len(log.user_ids), "items": len(log.item_ids),
-                "lines": read_stats.lines, "skipped_lines": read_stats.skipped,
-                "skipped_examples": [{"line": n, "problem": p} for n, p in read_stats.examples]},
-        "settings": {"dataset": dataset, "format": fmt, "min_count": min_count,
-                     "filter": "iterative k-core" if kcore else "one pass on raw counts (paper)",
-                     "kcore": kcore, "skip_bad_lines": skip_bad_lines, "reader_options": reader_options},
-        "source": {"path": str(Path(input_path).resolve()), "bytes": Path(input_path).stat().st_size,
-                   "sha256": file_sha256(input_path)},
+        "raw": {
+            "rows": len(log),
+            "users": len(log.user_ids),
+            "items": len(log.item_ids),
+            "duplicates": result.duplicates,
+            "lines": read_stats.lines,
+            "skipped_lines": read_stats.skipped,
+            "skipped_examples": [{"line": n, "problem": p} for n, p in read_stats.examples],
+        },
+        "settings": {
+            "dataset": dataset,
+            "format": fmt,
+            "min_count": min_count,
+            "filter": "iterative k-core" if kcore else "one pass on raw counts (paper)",
+            "kcore": kcore,
+            "dedupe": dedupe,
+            "skip_bad_lines": skip_bad_lines,
+            "reader_options": reader_options,
+        },
+        "source": {
+            "path": str(Path(input_path).resolve()),
+            "bytes": Path(input_path).stat().st_size,
+            "sha256": file_sha256(input_path),
+        },
         "outputs": {key: p.name for key, p in paths.items()},
     }
     write_outputs(result, output_dir, name, stats, force=force)
@@ -308,8 +465,9 @@ def preprocess_file(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sasrec preprocess`` (and ``data_preprocessing.py``)."""
-    parser.add_argument("--dataset", choices=sorted(PRESETS),
-                        help="public dataset preset: sets the raw format and the output name")
+    parser.add_argument(
+        "--dataset", choices=sorted(PRESETS), help="public dataset preset: sets the raw format and the output name"
+    )
     parser.add_argument("--input", type=Path, help="raw interaction file (.gz is read transparently)")
     parser.add_argument("--output", type=Path, default=Path("data"), help="output directory (default: data/)")
     parser.add_argument("--name", help="output NAME.txt (default: the preset's name or the input's stem)")
@@ -319,22 +477,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-col", help="--format csv: timestamp column (default: none, file order)")
     parser.add_argument("--delimiter", default=",", help="--format csv: one character, or tab/space/...")
     parser.add_argument("--no-header", action="store_true", help="--format csv: the file has no header line")
-    parser.add_argument("--min-count", type=int, default=5,
-                        help="drop rows whose user or item has fewer interactions (default: 5)")
-    parser.add_argument("--kcore", action="store_true",
-                        help="iterate the filter to a k-core (the paper filters once on raw counts)")
-    parser.add_argument("--skip-bad-lines", action="store_true",
-                        help="skip and count malformed lines instead of stopping at the first")
+    parser.add_argument(
+        "--min-count", type=int, default=5, help="drop rows whose user or item has fewer interactions (default: 5)"
+    )
+    parser.add_argument(
+        "--kcore", action="store_true", help="iterate the filter to a k-core (the paper filters once on raw counts)"
+    )
+    parser.add_argument(
+        "--dedupe",
+        action="store_true",
+        help="drop exact duplicate rows (same user, item and timestamp) before filtering; the paper keeps them",
+    )
+    parser.add_argument(
+        "--skip-bad-lines", action="store_true", help="skip and count malformed lines instead of stopping at the first"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    parser.add_argument("--download", action="store_true",
-                        help="download the preset's public raw file first (into --raw-dir)")
-    parser.add_argument("--raw-dir", type=Path, default=Path("data/raw"),
-                        help="where --download puts raw files, and where they are looked for (data/raw)")
+    parser.add_argument(
+        "--download", action="store_true", help="download the preset's public raw file first (into --raw-dir)"
+    )
+    parser.add_argument(
+        "--raw-dir",
+        type=Path,
+        default=Path("data/raw"),
+        help="where --download puts raw files, and where they are looked for (data/raw)",
+    )
 
 
 def _reader_options(args: argparse.Namespace, fmt: str) -> dict:
-    given = {k: v for k, v in (("--user-col", args.user_col), ("--item-col", args.item_col),
-                               ("--time-col", args.time_col)) if v is not None}
+    given = {
+        k: v
+        for k, v in (("--user-col", args.user_col), ("--item-col", args.item_col), ("--time-col", args.time_col))
+        if v is not None
+    }
     if fmt != "csv":
         if given or args.no_header or args.delimiter != ",":
             raise ConfigError(f"{', '.join(given) or '--delimiter/--no-header'} only apply to --format csv")
@@ -344,8 +518,13 @@ def _reader_options(args: argparse.Namespace, fmt: str) -> dict:
     delimiter = _DELIMITERS.get(args.delimiter, args.delimiter)
     if len(delimiter) != 1:
         raise ConfigError(f"--delimiter must be one character or one of {', '.join(_DELIMITERS)}")
-    return {"user_col": args.user_col, "item_col": args.item_col, "time_col": args.time_col,
-            "delimiter": delimiter, "header": not args.no_header}
+    return {
+        "user_col": args.user_col,
+        "item_col": args.item_col,
+        "time_col": args.time_col,
+        "delimiter": delimiter,
+        "header": not args.no_header,
+    }
 
 
 def _input_path(args: argparse.Namespace) -> Path:
@@ -362,8 +541,10 @@ def _input_path(args: argparse.Namespace) -> Path:
     local = download.raw_path(args.dataset, args.raw_dir)
     if local.exists():
         return local
-    raise ConfigError(f"no --input given and {local} does not exist; pass --input PATH, or --download to "
-                      f"fetch {download.SOURCES[args.dataset].url}")
+    raise ConfigError(
+        f"no --input given and {local} does not exist; pass --input PATH, or --download to "
+        f"fetch {download.SOURCES[args.dataset].url}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -375,9 +556,19 @@ def run(args: argparse.Namespace) -> int:
     options = _reader_options(args, fmt)
     input_path = _input_path(args)
     name = args.name or (preset.name if preset else Path(input_path).name.split(".")[0])
-    stats = preprocess_file(input_path, args.output, name, fmt, reader_options=options,
-                            min_count=args.min_count, kcore=args.kcore, skip_bad_lines=args.skip_bad_lines,
-                            force=args.force, dataset=args.dataset)
+    stats = preprocess_file(
+        input_path,
+        args.output,
+        name,
+        fmt,
+        reader_options=options,
+        min_count=args.min_count,
+        kcore=args.kcore,
+        dedupe=args.dedupe,
+        skip_bad_lines=args.skip_bad_lines,
+        force=args.force,
+        dataset=args.dataset,
+    )
     print(summary(stats, Path(args.output)))
     return 0
 
@@ -393,6 +584,13 @@ def summary(stats: dict, output_dir: Path) -> str:
         f"  raw: {raw['rows']:,} rows, {raw['users']:,} users, {raw['items']:,} items; "
         f"filter: min count {stats['settings']['min_count']}, {stats['settings']['filter']}",
     ]
+    if raw["duplicates"]:
+        handled = (
+            "dropped (--dedupe)"
+            if stats["settings"]["dedupe"]
+            else f"kept as the paper does, {stats['duplicates']:,} of them in the output; --dedupe drops them"
+        )
+        lines.append(f"  {raw['duplicates']:,} exact duplicate rows (same user, item and time): {handled}")
     if raw["skipped_lines"]:
         first = "; ".join(f"line {e['line']}: {e['problem']}" for e in raw["skipped_examples"][:3])
         lines.append(f"  skipped {raw['skipped_lines']:,} bad lines ({first})")

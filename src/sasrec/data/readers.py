@@ -4,7 +4,13 @@ Every reader takes a path and returns an iterator of rows ``(user, item, timesta
 ``user`` and ``item`` are the original ids as strings, ``timestamp`` is an int or float used only for
 ordering, and ``line_number`` is the 1-based physical line of the file the row came from. Files are read
 line by line (gzip-compressed files transparently, recognised by their ``.gz`` name or their magic bytes),
-so a raw file is never held in memory.
+so a raw file is never held in memory. A UTF-8 byte-order mark at the start of a file is dropped.
+
+Numbers follow one strict grammar, not Python's: an integer id is ASCII digits only (``+3``, ``1_0`` or
+``٣`` are bad lines; leading zeros do not make a different id). A timestamp is an integer (kept exact, so
+nanosecond clocks keep their order), a finite decimal such as ``1.5`` or ``1.7e9``, or an ISO-8601 date or
+date-time (``2017-12-17``, ``2017-12-17T10:00:00+02:00``; without a zone it is read as UTC), converted to
+Unix seconds; ``nan``, ``inf`` and values outside the int64 range are bad lines.
 
 Bad input raises :class:`~sasrec.errors.DataError` naming the file, the line and the problem. With
 ``skip_bad_lines=True`` a bad line is skipped instead and counted in a :class:`ReadStats`. Problems that
@@ -31,6 +37,8 @@ import datetime as _dt
 import gzip
 import itertools
 import json
+import math
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -44,7 +52,13 @@ Row = tuple[str, str, int | float, int]
 Reader = Callable[..., Iterator[Row]]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_BOM = b"\xef\xbb\xbf"
 _EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_INT64 = 2**63
+_INTEGER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_ISO_START = re.compile(r"[0-9]{4}-?[0-9]{2}")  # YYYY-MM or YYYYMM: worth trying as an ISO-8601 date
 
 
 @dataclass
@@ -105,6 +119,8 @@ def _is_gzip(path: Path) -> bool:
 def iter_lines(path: Path, stats: ReadStats | None = None) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line_number, raw_bytes)`` for every line of ``path``, decompressing gzip on the fly.
 
+    A UTF-8 byte-order mark at the start of line 1 is removed (spreadsheet exports write one).
+
     Raises:
         DataError: the file is not valid gzip, or ends early (truncated download).
     """
@@ -118,9 +134,14 @@ def iter_lines(path: Path, stats: ReadStats | None = None) -> Iterator[tuple[int
             except StopIteration:
                 return
             except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-                raise DataError(path, f"cannot read the file past this point ({exc}); "
-                                      "is the gzip file truncated or corrupt?", line=number + 1) from None
+                raise DataError(
+                    path,
+                    f"cannot read the file past this point ({exc}); is the gzip file truncated or corrupt?",
+                    line=number + 1,
+                ) from None
             number += 1
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM) :]
             if stats is not None:
                 stats.lines = number
             yield number, raw
@@ -184,22 +205,53 @@ def _split(text: str, sep: str | None, expected: int, layout: str) -> list[str]:
 
 
 def _int_id(name: str, value: str) -> str:
+    """An integer id as its canonical string (no leading zeros), so ``007`` and ``7`` are one id."""
     value = value.strip()
-    if not value.isdigit():  # rejects signs, blanks, decimals
-        raise BadLine(f"{name} {value[:40]!r} is not a non-negative integer")
-    return value
+    if not (value.isascii() and value.isdigit()):  # str.isdigit alone accepts "²" and "٣"
+        raise BadLine(f"{name} {value[:40]!r} is not a non-negative integer (ASCII digits only)")
+    return value.lstrip("0") or "0"
 
 
-def _number(name: str, value: str) -> int | float:
+def _timestamp(name: str, value: str) -> int | float:
+    """An integer (exact), a finite decimal, or an ISO-8601 date/date-time as Unix seconds (module docstring).
+
+    Raises:
+        BadLine: anything else, with the accepted forms.
+    """
     value = value.strip()
+    if (value.isascii() and value.isdigit()) or _INTEGER.fullmatch(value):  # the common case tested first
+        number: int | float = int(value)
+    elif _DECIMAL.fullmatch(value):
+        number = float(value)
+        if not math.isfinite(number):
+            raise BadLine(f"{name} {value[:40]!r} is out of range")
+    elif _ISO_START.match(value):
+        number = _iso_seconds(name, value)
+    else:
+        if value.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise BadLine(f"{name} {value[:40]!r} is not a finite number")
+        raise BadLine(
+            f"{name} {value[:40]!r} is not a number or an ISO-8601 date/time "
+            "(e.g. 1700000000, 1700000000.5 or 2023-11-14T22:13:20Z)"
+        )
+    if not -_INT64 <= number < _INT64:  # times are stored as int64 seconds (+ a fraction) for sorting
+        raise BadLine(f"{name} {value[:40]!r} is out of range (beyond 64-bit integers)")
+    return number
+
+
+def _iso_seconds(name: str, value: str) -> int | float:
+    """Unix seconds of an ISO-8601 date or date-time (naive ones are UTC); int unless it has a fraction."""
     try:
-        return int(value)
+        moment = _dt.datetime.fromisoformat(value)
     except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        raise BadLine(f"{name} {value[:40]!r} is not a number") from None
+        raise BadLine(
+            f"{name} {value[:40]!r} is not a valid ISO-8601 date/time (e.g. 2023-11-14 or 2023-11-14T22:13:20Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.UTC)
+    micros = (moment - _EPOCH) // _dt.timedelta(microseconds=1)
+    seconds, rest = divmod(micros, 1_000_000)
+    return seconds if rest == 0 else micros / 1_000_000
 
 
 def _text_id(name: str, value: object) -> str:
@@ -221,9 +273,7 @@ def _key(record: dict, key: str) -> object:
 # ---------------------------------------------------------------------------------------------- readers
 
 
-def read_sasrec(
-    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
-) -> Iterator[Row]:
+def read_sasrec(path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None) -> Iterator[Row]:
     """``user item`` per line; the line number serves as the timestamp (file order = time order)."""
     path = check_input_file(path)
 
@@ -234,9 +284,7 @@ def read_sasrec(
     return _parse_lines(path, parse, skip_bad_lines=skip_bad_lines, stats=stats)
 
 
-def read_per_user(
-    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
-) -> Iterator[Row]:
+def read_per_user(path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None) -> Iterator[Row]:
     """``user item item ...`` per line (one user's whole sequence); timestamp = running item index."""
     path = check_input_file(path)
     counter = itertools.count()
@@ -260,7 +308,7 @@ def read_movielens_dat(
 
     def parse(text: str, number: int) -> list[tuple[str, str, int | float]]:
         user, item, _rating, timestamp = _split(text, "::", 4, "UserID::MovieID::Rating::Timestamp")
-        return [(_int_id("UserID", user), _int_id("MovieID", item), _number("Timestamp", timestamp))]
+        return [(_int_id("UserID", user), _int_id("MovieID", item), _timestamp("Timestamp", timestamp))]
 
     return _parse_lines(path, parse, skip_bad_lines=skip_bad_lines, stats=stats)
 
@@ -296,7 +344,7 @@ def read_amazon_json(
         timestamp = _key(record, "unixReviewTime")
         if isinstance(timestamp, bool) or not isinstance(timestamp, int | float | str):
             raise BadLine(f"unixReviewTime has unexpected type {type(timestamp).__name__}")
-        return [(user, item, _number("unixReviewTime", str(timestamp)))]
+        return [(user, item, _timestamp("unixReviewTime", str(timestamp)))]
 
     return _parse_lines(path, parse, skip_bad_lines=skip_bad_lines, stats=stats)
 
@@ -311,9 +359,7 @@ def _date_seconds(value: object) -> int:
     return (day.toordinal() - _EPOCH_ORDINAL) * 86400
 
 
-def read_steam(
-    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
-) -> Iterator[Row]:
+def read_steam(path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None) -> Iterator[Row]:
     """UCSD Steam reviews (``steam_reviews.json.gz``): one Python-literal dict per line, parsed safely with
     :func:`ast.literal_eval`. Uses ``username``, ``product_id`` and ``date`` (day resolution, so many ties:
     they keep file order downstream)."""
@@ -395,18 +441,16 @@ def read_csv(
         user = _text_id("user id", fields[layout["user"]])
         item = _text_id("item id", fields[layout["item"]])
         t = layout["time"]
-        return [(user, item, number if t is None else _number("timestamp", fields[t]))]
+        return [(user, item, number if t is None else _timestamp("timestamp", fields[t]))]
 
-    return _parse_lines(path, parse, skip_bad_lines=skip_bad_lines, stats=stats,
-                        header=read_header if header else None)
+    return _parse_lines(path, parse, skip_bad_lines=skip_bad_lines, stats=stats, header=read_header if header else None)
 
 
 def _column_index(col: str | int, role: str) -> int:
     try:
         index = int(col)
     except ValueError:
-        raise SASRecError(f"without a header the {role} column must be a 0-based index, "
-                          f"not {col!r}") from None
+        raise SASRecError(f"without a header the {role} column must be a 0-based index, not {col!r}") from None
     if index < 0:
         raise SASRecError(f"the {role} column index must be >= 0, not {index}")
     return index
@@ -416,16 +460,30 @@ def read_movielens_csv(
     path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
 ) -> Iterator[Row]:
     """MovieLens CSV ``userId,movieId,rating,timestamp`` with a header line (ml-latest, ml-20m, ml-25m)."""
-    return read_csv(path, user_col="userId", item_col="movieId", time_col="timestamp", delimiter=",",
-                    header=True, skip_bad_lines=skip_bad_lines, stats=stats)
+    return read_csv(
+        path,
+        user_col="userId",
+        item_col="movieId",
+        time_col="timestamp",
+        delimiter=",",
+        header=True,
+        skip_bad_lines=skip_bad_lines,
+        stats=stats,
+    )
 
 
-def read_amazon_csv(
-    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
-) -> Iterator[Row]:
+def read_amazon_csv(path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None) -> Iterator[Row]:
     """Amazon "ratings only" CSV ``user,item,rating,timestamp`` (no header), e.g. ``ratings_Beauty.csv``."""
-    return read_csv(path, user_col=0, item_col=1, time_col=3, delimiter=",", header=False,
-                    skip_bad_lines=skip_bad_lines, stats=stats)
+    return read_csv(
+        path,
+        user_col=0,
+        item_col=1,
+        time_col=3,
+        delimiter=",",
+        header=False,
+        skip_bad_lines=skip_bad_lines,
+        stats=stats,
+    )
 
 
 READERS: dict[str, Reader] = {
