@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gzip
 import hashlib
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sasrec.cli import main
 from sasrec.data import download as dl
 from sasrec.data.dataset import read_sasrec_file
 from sasrec.errors import SASRecError
@@ -136,11 +136,8 @@ def test_run_download_then_preprocess(server, tmp_path, monkeypatch, capsys):
     data = amazon_json()
     (root / "reviews_Beauty.json.gz").write_bytes(data)
     pin(monkeypatch, "beauty", "http://unused.invalid/reviews_Beauty.json.gz", data)
-    parser = argparse.ArgumentParser()
-    dl.add_arguments(parser)
-    args = parser.parse_args(["beauty", "--dest", str(tmp_path / "raw"), "--output", str(tmp_path / "data"),
-                              "--base-url", base, "--preprocess"])
-    assert dl.run(args) == 0
+    assert main(["download", "beauty", "--dest", str(tmp_path / "raw"), "--output", str(tmp_path / "data"),
+                 "--base-url", base, "--preprocess"]) == 0
     seqs = read_sasrec_file(tmp_path / "data" / "Beauty.txt")
     assert (seqs.num_users, seqs.num_items, len(seqs.items)) == (6, 6, 36)
     assert "6 users, 6 items, 36 interactions" in capsys.readouterr().out

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 from helpers import FIXTURES, shared_file
 
+from sasrec import atomic
+from sasrec.atomic import write_files as write_atomically
 from sasrec.data import download, preprocess
 from sasrec.data.dataset import file_sha256, read_sasrec_file
-from sasrec.data.preprocess import keep_mask, preprocess_file, preprocess_rows, write_atomically
+from sasrec.data.preprocess import keep_mask, preprocess_file, preprocess_rows
 from sasrec.data.readers import read_rows
 from sasrec.errors import ConfigError, DataError, SASRecError
 
@@ -204,7 +206,7 @@ def _stale_temps(directory: Path, target: str) -> list[Path]:
 def test_temp_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
     target = tmp_path / "out" / "S.txt"
     script = (
-        f"import time; from pathlib import Path; from sasrec.data.preprocess import write_atomically; "
+        f"import time; from pathlib import Path; from sasrec.atomic import write_files as write_atomically; "
         f"write_atomically({{Path({str(target)!r}): lambda p: (p.write_text('half'), time.sleep(60))}})"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -227,7 +229,7 @@ def test_temp_files_that_cannot_be_checked_are_removed_when_old(tmp_path):
     target = tmp_path / "S.txt"
     old = tmp_path / ".S.txt.abcd1234.tmp"  # no process in the name (older naming, or another host)
     old.write_text("older naming")
-    os.utime(old, (time.time() - 2 * preprocess.STALE_AFTER_S,) * 2)
+    os.utime(old, (time.time() - 2 * atomic.STALE_AFTER_S,) * 2)
     remote_old = tmp_path / ".S.txt.12345@elsewhere.ijkl9012.tmp"
     remote_old.write_text("another host's, dead long ago")
     fresh = tmp_path / ".S.txt.12345@elsewhere.efgh5678.tmp"
@@ -235,7 +237,7 @@ def test_temp_files_that_cannot_be_checked_are_removed_when_old(tmp_path):
     other = tmp_path / ".S.txt.gz.123.abcd1234.tmp"  # belongs to another target
     other.write_text("not ours")
     for path in (old, remote_old, other):
-        os.utime(path, (time.time() - 2 * preprocess.STALE_AFTER_S,) * 2)
+        os.utime(path, (time.time() - 2 * atomic.STALE_AFTER_S,) * 2)
     write_atomically({target: lambda p: p.write_text("done")})
     assert _stale_temps(tmp_path, "S.txt") == [fresh, other]
 

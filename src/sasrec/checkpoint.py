@@ -7,28 +7,15 @@ temporary file in the same directory and is renamed over the target, so a crash 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from sasrec.atomic import write_file
 from sasrec.errors import SASRecError
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, Any],
@@ -46,14 +33,8 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, An
         meta["optimizer_param_groups"] = state["param_groups"]
     for key, value in (extra_tensors or {}).items():
         tensors[f"extra.{key}"] = value.cpu().contiguous()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"meta": json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    blob = save(tensors, metadata={"meta": json.dumps(meta)})
+    write_file(path, lambda f: f.write(blob), mode="wb")
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,

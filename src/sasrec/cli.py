@@ -146,9 +146,18 @@ def add_download_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from sasrec.data import download
+    from pathlib import Path
 
-    return download.run(args)
+    from sasrec.data import download, preprocess
+
+    raw = download.download(args.dataset, args.dest, args.base_url, args.timeout, force=args.force)
+    print(f"raw file: {raw}")
+    if args.preprocess:
+        preset = preprocess.PRESETS[args.dataset]
+        stats = preprocess.preprocess_file(raw, args.output, preset.name, preset.fmt, force=args.force,
+                                           dataset=args.dataset)
+        print(preprocess.summary(stats, Path(args.output)))
+    return 0
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sasrec.atomic import write_text
 from sasrec.baselines import BASELINES
-from sasrec.checkpoint import atomic_write_text
 from sasrec.config import Config
 from sasrec.data.dataset import split_leave_one_out
 from sasrec.errors import ConfigError
@@ -43,5 +43,5 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
         results.append({"model": name, **evaluator.run(scorer).to_json()})
     out = args.json or (Path(args.run) / f"eval_{args.split}.json" if args.run else None)
     if out:
-        atomic_write_text(out, json.dumps(results if len(results) > 1 else results[0], indent=2))
+        write_text(out, json.dumps(results if len(results) > 1 else results[0], indent=2))
     return results

@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sasrec.atomic import default_mode, temp_beside
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.model import SASRec
 
@@ -151,7 +152,8 @@ def export_onnx(
     example = torch.ones(2, model.maxlen + 2, dtype=torch.int64)
     example[1, 0], example[1, -1] = -1, 0
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, temporary = temp_beside(path)
+    os.close(fd)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
@@ -182,6 +184,7 @@ def export_onnx(
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, str(value)
         onnx.save(proto, str(temporary))
+        os.chmod(temporary, default_mode())
         os.replace(temporary, path)
     except BaseException as exc:
         temporary.unlink(missing_ok=True)

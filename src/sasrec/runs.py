@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 import sasrec
-from sasrec.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from sasrec.atomic import write_text
+from sasrec.checkpoint import load_checkpoint, save_checkpoint
 from sasrec.config import Config, config_from_dict, dataset_path
 from sasrec.data.dataset import Sequences, file_sha256, read_sasrec_file
 from sasrec.errors import ConfigError, SASRecError
@@ -154,7 +155,7 @@ class RunDir:
 
     # ---------------------------------------------------------------- config and fingerprint
     def write_config(self, config: Config) -> None:
-        atomic_write_text(self / CONFIG, json.dumps(config.to_dict(), indent=2))
+        write_text(self / CONFIG, json.dumps(config.to_dict(), indent=2))
 
     def read_config(self) -> Config:
         """The saved config; raises SASRecError for a missing, malformed or incompatible ``config.json``."""
@@ -171,7 +172,7 @@ class RunDir:
         return config_from_dict(values, source=str(path))
 
     def write_fingerprint(self, dataset: str) -> None:
-        atomic_write_text(self / FINGERPRINT, json.dumps(
+        write_text(self / FINGERPRINT, json.dumps(
             {"dataset": dataset, "sasrec_version": sasrec.__version__, "git_commit": git_commit(),
              "torch": torch.__version__, "numpy": np.__version__}, indent=2))
 
@@ -204,7 +205,7 @@ class RunDir:
         if not (self / LOG).exists():
             return
         records = {r["epoch"]: r for r in self.read_log() if r["epoch"] <= epoch}
-        atomic_write_text(self / LOG, "".join(json.dumps(records[e]) + "\n" for e in sorted(records)))
+        write_text(self / LOG, "".join(json.dumps(records[e]) + "\n" for e in sorted(records)))
 
     # ---------------------------------------------------------------- checkpoints and results
     def save_best(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
@@ -220,7 +221,7 @@ class RunDir:
         return load_checkpoint(self / f"{name}.safetensors", model, optimizer)
 
     def write_results(self, results: dict[str, Any]) -> None:
-        atomic_write_text(self / RESULTS, json.dumps(results, indent=2))
+        write_text(self / RESULTS, json.dumps(results, indent=2))
 
     def plot(self) -> None:
         from sasrec.plots import plot_learning_curve

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from sasrec.atomic import write_file
 from sasrec.errors import SASRecError
 
 DEFAULT_TIMEOUT = 10.0
@@ -200,28 +200,8 @@ def fetch(
 
 
 def _write_atomically(target: Path, write: Callable) -> int:
-    """Run ``write(binary_file)`` on a temporary file beside ``target``, then move it into place.
-
-    The ``.part`` files of killed downloads of ``target`` are removed first (see ``temp_beside``).
-    """
-    from sasrec.data.preprocess import temp_beside  # local import: preprocess imports this module
-
-    fd, tmp = temp_beside(target, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            result = write(out)
-        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, target)
-        return result
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def _default_mode() -> int:
-    """The mode a newly created file gets (0o666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    """``write(binary_file)`` into ``target`` atomically; ``.part`` files of killed downloads are removed."""
+    return write_file(target, write, mode="wb", suffix=".part")
 
 
 def extract_member(archive: Path, member: str, dest: Path) -> Path:
@@ -264,18 +244,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force", action="store_true", help="download again even if present, and overwrite preprocessed outputs"
     )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``sasrec download`` with parsed ``args``; returns 0."""
-    raw = download(args.dataset, args.dest, args.base_url, args.timeout, force=args.force)
-    print(f"raw file: {raw}")
-    if args.preprocess:
-        from sasrec.data import preprocess  # local import: preprocess imports this module for --download
-
-        preset = preprocess.PRESETS[args.dataset]
-        stats = preprocess.preprocess_file(
-            raw, args.output, preset.name, preset.fmt, force=args.force, dataset=args.dataset
-        )
-        print(preprocess.summary(stats, Path(args.output)))
-    return 0

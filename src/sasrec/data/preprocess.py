@@ -27,19 +27,15 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import re
-import socket
-import tempfile
-import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from sasrec.atomic import refuse_overwrite, write_files
 from sasrec.data.dataset import Sequences, file_sha256, write_sasrec_file
 from sasrec.data.readers import READERS, ReadStats, Row, read_rows
 from sasrec.errors import ConfigError, SASRecError
@@ -261,112 +257,12 @@ def _write_json(data: dict, path: Path) -> None:
         f.write("\n")
 
 
-def _default_mode() -> int:
-    """The mode a newly created file gets (0o666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def refuse_overwrite(paths: Iterable[Path], force: bool) -> None:
-    """Raise SASRecError if any of ``paths`` exists, unless ``force``."""
-    existing = [p for p in paths if p.exists()]
-    if existing and not force:
-        others = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
-        raise SASRecError(f"{existing[0]} already exists{others}; pass --force to overwrite")
-
-
-STALE_AFTER_S = 3600.0
-"""A temporary file whose writer cannot be checked (another host) is stale after this long unmodified."""
-
-
-def temp_beside(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
-    """Create a temporary file next to ``target`` (``mkstemp``: returns an open fd and the path).
-
-    It is hidden and named after ``target``, this process and host: ``.NAME.PID@HOST.XXXXXXXX.tmp``. First,
-    such files left for ``target`` by a writer that died (a kill -9 skips every cleanup) are removed: on
-    this host when their process is gone, from other hosts when unmodified for :data:`STALE_AFTER_S`.
-    """
-    remove_stale_temps(target, suffix)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{os.getpid()}@{_host()}.", suffix=suffix)
-    return fd, Path(tmp)
-
-
-def remove_stale_temps(target: Path, suffix: str = ".tmp") -> list[Path]:
-    """Remove the temporary files of dead writers of ``target`` (see :func:`temp_beside`); returns them.
-
-    Names without a process (an older naming) count as another host's: removed once old.
-    """
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)@(.+)\.)?[a-z0-9_]{{8}}{re.escape(suffix)}")
-    removed = []
-    try:
-        candidates = list(target.parent.iterdir())
-    except OSError:  # the directory does not exist yet: nothing to clean
-        return removed
-    for path in candidates:
-        match = pattern.fullmatch(path.name)
-        if match is None:
-            continue
-        pid, host = match.groups()
-        try:
-            if pid is not None and host == _host():
-                stale = not _process_alive(int(pid))
-            else:
-                stale = time.time() - path.stat().st_mtime > STALE_AFTER_S
-            if stale:
-                path.unlink()
-                removed.append(path)
-        except OSError:  # vanished meanwhile, or not ours to remove: leave it
-            continue
-    return removed
-
-
-def _host() -> str:
-    return socket.gethostname().replace("/", "_") or "localhost"
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def write_atomically(writers: dict[Path, Callable[[Path], None]], force: bool = False) -> None:
-    """Write several files so that each appears complete or not at all.
-
-    Each writer fills a temporary file in the target's directory (:func:`temp_beside`, which also removes
-    those of killed runs); only when all succeeded are they moved into place with ``os.replace``. Refuses to
-    overwrite an existing target unless ``force``.
-    """
-    refuse_overwrite(writers, force)
-    temps: dict[Path, Path] = {}
-    try:
-        for path, write in writers.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = temp_beside(path)
-            os.close(fd)
-            temps[path] = tmp
-            write(temps[path])
-            os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the usual permissions
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-
-
 def write_outputs(
     result: Processed, output_dir: str | Path, name: str, stats: dict, force: bool = False
 ) -> dict[str, Path]:
     """Write the sequences, the two id maps and the stats of ``result``; returns the paths."""
     paths = output_paths(output_dir, name)
-    write_atomically(
+    write_files(
         {
             paths["sequences"]: lambda p: write_sasrec_file(result.sequences, p),
             paths["user_map"]: lambda p: _write_map(result.user_ids, p),
