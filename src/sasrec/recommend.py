@@ -12,6 +12,11 @@ that callers only ever see original ids:
 * An item id that is not in the catalogue is never mapped to anything: it raises :class:`UnknownItemsError`
   naming it, or is skipped (and reported) with ``unknown="skip"``.
 
+No score returned is ever NaN or infinite. A model whose weights diverged in training (loss ``nan``) scores
+items NaN or +-inf, and then no ranking of it means anything: every scoring call (:meth:`Recommender.score_ids`,
+which all recommendations go through, and :meth:`Recommender.similar_items`) raises :class:`DivergedModelError`
+instead of dropping the bad items and returning a quietly shorter, meaningless list.
+
 Example::
 
     rec = Recommender.load("runs/ml-1m-bce-seed42-...")
@@ -53,6 +58,22 @@ class UnknownItemsError(SASRecError):
         super().__init__(f"unknown item id(s) in the {where}: {shown}. They are not in the catalogue the run "
                          "was trained on; remove them, or skip them (unknown='skip', --skip-unknown)")
         self.ids = list(ids)
+
+
+class DivergedModelError(SASRecError):
+    """The model gives non-finite (NaN or infinite) scores: its weights diverged, so it must be retrained."""
+
+    def __init__(self, count: int, total: int):
+        super().__init__(f"the model gave {count} of {total} scores as NaN or infinity: its weights diverged in "
+                         "training, so its rankings mean nothing. Retrain it with a lower --lr")
+        self.count = count
+
+
+def check_finite(scores: torch.Tensor) -> None:
+    """Raise :class:`DivergedModelError` if ``scores`` (any shape) holds a NaN or an infinity."""
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        raise DivergedModelError(bad, scores.numel())
 
 
 @dataclass(frozen=True)
@@ -245,7 +266,11 @@ class Recommender:
     @torch.inference_mode()
     def recommend_ids(self, histories: Sequence[Sequence[int]], k: int = 10,
                       exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
-        """Top-``k`` for histories already in internal ids (each non-empty, ids in ``1..num_items``)."""
+        """Top-``k`` for histories already in internal ids (each non-empty, ids in ``1..num_items``).
+
+        Raises:
+            DivergedModelError: the model scores some item of some history NaN or +-inf.
+        """
         self._check_k(k)
         results: list[list[tuple[str, float]]] = []
         for start in range(0, len(histories), self.chunk_size):
@@ -261,10 +286,16 @@ class Recommender:
     def score_ids(self, histories: Sequence[Sequence[int]], exclude_seen: bool = False) -> torch.Tensor:
         """Scores ``(B, num_items + 1)`` of every item for ``B`` internal-id histories, in one forward pass.
 
-        Column 0 (padding) is ``-inf``, and so are the history's items when ``exclude_seen``.
+        Column 0 (padding) is ``-inf``, and so are the history's items when ``exclude_seen``; every other score
+        is finite.
+
+        Raises:
+            DivergedModelError: the model scores some item NaN or +-inf (its weights diverged).
         """
         seq = _right_pad([h[-self.maxlen :] for h in histories]).to(self.device)  # (B, T), T <= maxlen
         scores = self.model.score(self.model.last_hidden(seq)).float()  # (B, num_items + 1)
+        # Checked before any masking: the -inf written below marks excluded items, not a diverged model.
+        check_finite(scores[:, 1:])
         scores[:, 0] = float("-inf")
         if exclude_seen:
             seen = _right_pad(histories).to(self.device)  # (B, L); its padding hits column 0, already -inf
@@ -321,6 +352,10 @@ class Recommender:
         The input item embedding is used (for a model trained with ``--no-tied-output`` too).
 
         The item itself and padding are never returned. Returns ``(item_id, cosine)`` pairs, best first.
+
+        Raises:
+            UnknownItemsError: ``item`` is not in the catalogue.
+            DivergedModelError: some embedding holds a NaN or infinity (the weights diverged in training).
         """
         self._check_k(k)
         index = self.item_index(item)
@@ -330,6 +365,7 @@ class Recommender:
             weight = self.model.item_emb.weight.float()  # (num_items + 1, d)
             self._unit_emb = torch.nn.functional.normalize(weight, dim=1)
         sims = self._unit_emb @ self._unit_emb[index]  # (N + 1,)
+        check_finite(sims[1:])
         sims[0] = sims[index] = float("-inf")
         values, indices = sims.topk(min(k, self.num_items - 1))
         return [(self._item_names[i], v) for v, i in zip(values.tolist(), indices.tolist(), strict=True)
@@ -348,6 +384,37 @@ def _right_pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
+def read_history_file(path: str) -> list[str]:
+    """Item ids from ``--history-file``: one original id per line, verbatim (commas, spaces and quotes are
+    part of the id; only the line ending is removed), empty lines skipped; ``-`` reads standard input."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SASRecError(f"--history-file {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise SASRecError(f"--history-file {path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    ids = [line.removesuffix("\r") for line in text.split("\n")]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise SASRecError(f"--history-file {path} has no item id; give one original item id per line, "
+                          "oldest first")
+    return ids
+
+
+def history_argument(args: argparse.Namespace) -> list[str]:
+    """The history ``sasrec recommend`` was given: ``--item`` (repeated, verbatim), ``--history-file`` or
+    ``--history`` (comma-separated, each id stripped of surrounding spaces)."""
+    if getattr(args, "item", None):
+        return list(args.item)
+    if getattr(args, "history_file", None) is not None:
+        return read_history_file(args.history_file)
+    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    if not history:
+        raise SASRecError("--history is empty; give comma-separated item ids, e.g. --history '12,7,31' "
+                          "(for ids that contain a comma: --item ID, repeated, or --history-file FILE)")
+    return history
+
+
 def recommend_command(args: argparse.Namespace) -> int:
     """``sasrec recommend`` (arguments: :mod:`sasrec.cli`)."""
     rec = Recommender.load(args.run, args.checkpoint, args.device, data_dir=args.data_dir)
@@ -356,19 +423,17 @@ def recommend_command(args: argparse.Namespace) -> int:
     if args.user is not None:
         items = rec.recommend_user(args.user, args.k, exclude_seen)
     else:
-        history = [h.strip() for h in args.history.split(",") if h.strip()]
-        if not history:
-            raise SASRecError("--history is empty; give comma-separated item ids, e.g. --history '12,7,31'")
-        encoded = rec.encode(history, "skip" if args.skip_unknown else "error")
+        encoded = rec.encode(history_argument(args), "skip" if args.skip_unknown else "error")
         if not encoded.ids:
-            raise SASRecError("none of the --history items is in the catalogue "
+            raise SASRecError("none of the history's items is in the catalogue "
                               f"(skipped: {', '.join(encoded.skipped[:10])})")
         skipped = encoded.skipped
         items = rec.recommend_ids([encoded.ids], args.k, exclude_seen)[0]
     if args.json:
         ranked = [{"rank": r, "item_id": i, "score": s} for r, (i, s) in enumerate(items, start=1)]
         out = {"user": args.user, "skipped": skipped, "items": ranked}
-        print(json.dumps(out, indent=2, ensure_ascii=False))
+        # allow_nan=False: strict JSON; the scores are finite (score_ids refuses a diverged model).
+        print(json.dumps(out, indent=2, ensure_ascii=False, allow_nan=False))
         return 0
     if skipped:
         print(f"skipped {len(skipped)} unknown item id(s): {', '.join(skipped[:10])}", file=sys.stderr)
