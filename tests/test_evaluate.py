@@ -52,8 +52,7 @@ def positions_from_scores(scores: np.ndarray, relevant: list[set[int]]) -> np.nd
 def test_metrics_match_slow_reference_with_ties(num_relevant: int) -> None:
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 6, size=(40, 25)).astype(float)  # few distinct values: many ties
-    relevant = [set(rng.choice(25, size=rng.integers(1, num_relevant + 1), replace=False).tolist())
-                for _ in range(40)]
+    relevant = [set(rng.choice(25, size=rng.integers(1, num_relevant + 1), replace=False).tolist()) for _ in range(40)]
     positions = positions_from_scores(scores, relevant)
     for k in (1, 3, 5, 10):
         got = ranking_metrics(positions, (k,))
@@ -149,8 +148,9 @@ def test_popularity_negatives_follow_popularity() -> None:
     sets = ItemSets(Sequences.from_lists([[1]], num_items=400))
     weights = np.ones(400)
     weights[399] = 10_000.0  # item 400 dominates
-    negatives = sample_unseen_without_replacement(np.random.default_rng(0), sets, np.zeros(200, dtype=np.int64),
-                                                  5, 400, weights=weights)
+    negatives = sample_unseen_without_replacement(
+        np.random.default_rng(0), sets, np.zeros(200, dtype=np.int64), 5, 400, weights=weights
+    )
     assert (negatives == 400).any(axis=1).mean() > 0.95
     del seqs
 
@@ -190,8 +190,25 @@ def test_evaluate_command_on_a_run_and_a_baseline(tmp_path, capsys) -> None:
     data = tmp_path / "small.txt"
     write_sasrec_file(make_synthetic(num_users=200, num_items=300, seed=2), data)
     run = tmp_path / "run"
-    assert main(["train", "--dataset", str(data), "--epochs", "1", "--hidden", "8", "--maxlen", "10",
-                 "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(data),
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--maxlen",
+                "10",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", "--run", str(run), "--protocol", "both", "--k", "5", "10"]) == 0
     out = capsys.readouterr().out
     assert "full protocol" in out and "sampled protocol" in out and "NDCG" in out
@@ -323,8 +340,24 @@ def test_evaluate_command_reports_repeats(tmp_path, capsys) -> None:
     data = tmp_path / "repeats.txt"
     write_sasrec_file(Sequences.from_lists(REPEATS, num_items=6), data)
     out_json = tmp_path / "eval.json"
-    assert main(["evaluate", "--baseline", "pop", "--dataset", str(data), "--protocol", "full", "--k", "1",
-                 "--json", str(out_json)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--baseline",
+                "pop",
+                "--dataset",
+                str(data),
+                "--protocol",
+                "full",
+                "--k",
+                "1",
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "held-out item already in the input history: 2 of 4 users (50.0%); each counts as a miss" in out
     saved = json.loads(out_json.read_text())

@@ -50,11 +50,16 @@ def make_run(root: Path, maps: bool = True, seed: int = 0, **config: object) -> 
     if maps:
         write_map(data_dir / "tiny.item_map.tsv", ITEM_IDS)
         write_map(data_dir / "tiny.user_map.tsv", USER_IDS)
-    cfg = Config(dataset=str(data_file), maxlen=MAXLEN, hidden=8, num_blocks=2, num_heads=2, dropout=0.0,
-                 **config)
+    cfg = Config(dataset=str(data_file), maxlen=MAXLEN, hidden=8, num_blocks=2, num_heads=2, dropout=0.0, **config)
     torch.manual_seed(seed)
-    model = SASRec(NUM_ITEMS, maxlen=cfg.maxlen, hidden=cfg.hidden, num_blocks=cfg.num_blocks,
-                   num_heads=cfg.num_heads, dropout=cfg.dropout)
+    model = SASRec(
+        NUM_ITEMS,
+        maxlen=cfg.maxlen,
+        hidden=cfg.hidden,
+        num_blocks=cfg.num_blocks,
+        num_heads=cfg.num_heads,
+        dropout=cfg.dropout,
+    )
     run_dir = root / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict()))
@@ -198,8 +203,17 @@ def test_trained_run(tmp_path: Path) -> None:
     from sasrec.train import train
 
     make_run(tmp_path)  # writes the data files
-    config = resolve({"dataset": str(tmp_path / "data" / "tiny.txt"), "epochs": 1, "hidden": 8, "maxlen": 10,
-                      "quiet": True, "eval_negatives": 5, "out": str(tmp_path / "trained")})
+    config = resolve(
+        {
+            "dataset": str(tmp_path / "data" / "tiny.txt"),
+            "epochs": 1,
+            "hidden": 8,
+            "maxlen": 10,
+            "quiet": True,
+            "eval_negatives": 5,
+            "out": str(tmp_path / "trained"),
+        }
+    )
     train(config)
     rec = Recommender.load(tmp_path / "trained")
     assert [i for i, _ in rec.recommend_user("bob", k=3)][0] in ITEM_IDS
@@ -214,7 +228,8 @@ def test_cli_json_and_table(run_dir: Path, rec: Recommender, capsys: pytest.Capt
     out = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in out["items"]] == [1, 2, 3]
     assert [(r["item_id"], r["score"]) for r in out["items"]] == [
-        (i, pytest.approx(s, rel=1e-5)) for i, s in rec.recommend(["m101", "m102", "m103"], k=3)]
+        (i, pytest.approx(s, rel=1e-5)) for i, s in rec.recommend(["m101", "m102", "m103"], k=3)
+    ]
 
     assert main(["recommend", "--run", str(run_dir), "--user", "alice", "--k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -283,17 +298,20 @@ def poisoned_run(root: Path, item: int | None = None) -> Path:
 
 
 @pytest.mark.parametrize("item", [None, 4])
-def test_diverged_model_is_refused_everywhere(tmp_path: Path, item: int | None,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_diverged_model_is_refused_everywhere(
+    tmp_path: Path, item: int | None, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_dir = poisoned_run(tmp_path, item)
     rec = Recommender.load(run_dir)
-    calls = [lambda: rec.recommend(["m101", "m104"], k=3),  # m104 (item 4) seen: still refused
-             lambda: rec.recommend(["m101"], k=3, exclude_seen=False),
-             lambda: rec.recommend_batch([["m101"], ["m102"]], k=3),
-             lambda: rec.recommend_ids([[1, 2]], k=3),
-             lambda: rec.recommend_user("alice", k=3),
-             lambda: rec.score_ids([[1]]),
-             lambda: rec.similar_items("m101", k=3)]
+    calls = [
+        lambda: rec.recommend(["m101", "m104"], k=3),  # m104 (item 4) seen: still refused
+        lambda: rec.recommend(["m101"], k=3, exclude_seen=False),
+        lambda: rec.recommend_batch([["m101"], ["m102"]], k=3),
+        lambda: rec.recommend_ids([[1, 2]], k=3),
+        lambda: rec.recommend_user("alice", k=3),
+        lambda: rec.score_ids([[1]]),
+        lambda: rec.similar_items("m101", k=3),
+    ]
     for call in calls:
         with pytest.raises(SASRecError, match="NaN or infinity.*lower --lr") as info:
             call()
@@ -312,8 +330,9 @@ def test_healthy_model_scores_are_finite(rec: Recommender) -> None:
 # -------------------------------------------------------------------------------- ids with commas in the CLI
 
 
-def test_cli_item_ids_with_commas(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_item_ids_with_commas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     run_dir = make_run(tmp_path, maps=False)
     ids = [f"film {i}, part {i % 3}" for i in range(1, NUM_ITEMS + 1)]  # every id holds a comma and a space
     write_map(tmp_path / "data" / "tiny.item_map.tsv", ids)

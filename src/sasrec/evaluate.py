@@ -101,12 +101,18 @@ class EvalResult:
         return self.held_out_in_history / self.users if self.users else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "split": self.split, "users": self.users,
-                "metrics": self.metrics, "seconds": round(self.seconds, 3),
-                "held_out_in_history": self.held_out_in_history,
-                "held_out_in_history_share": self.held_out_in_history_share,
-                "nonfinite_target_scores": self.nonfinite_target_scores,
-                "users_with_nonfinite_scores": self.users_with_nonfinite_scores, **self.options}
+        return {
+            "protocol": self.protocol,
+            "split": self.split,
+            "users": self.users,
+            "metrics": self.metrics,
+            "seconds": round(self.seconds, 3),
+            "held_out_in_history": self.held_out_in_history,
+            "held_out_in_history_share": self.held_out_in_history_share,
+            "nonfinite_target_scores": self.nonfinite_target_scores,
+            "users_with_nonfinite_scores": self.users_with_nonfinite_scores,
+            **self.options,
+        }
 
 
 class Evaluator:
@@ -124,9 +130,18 @@ class Evaluator:
         seed: seeds the user subset and the sampled negatives.
     """
 
-    def __init__(self, split: Split, which: str = "test", protocol: str = "full",
-                 ks: tuple[int, ...] = DEFAULT_KS, filter_seen: bool = True, num_negatives: int = 100,
-                 negatives: str = "uniform", max_users: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        split: Split,
+        which: str = "test",
+        protocol: str = "full",
+        ks: tuple[int, ...] = DEFAULT_KS,
+        filter_seen: bool = True,
+        num_negatives: int = 100,
+        negatives: str = "uniform",
+        max_users: int | None = None,
+        seed: int = 0,
+    ):
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         if negatives not in ("uniform", "popularity"):
@@ -152,12 +167,19 @@ class Evaluator:
             full = split.history("test")  # train + valid; add the test item so no negative is a held-out item
             everything = ItemSets(full)
             self.negatives = sample_unseen_without_replacement(
-                rng, everything, users, num_negatives, self.num_items, extra=split.test[users],
-                weights=_popularity(full, split.test) if negatives == "popularity" else None)
+                rng,
+                everything,
+                users,
+                num_negatives,
+                self.num_items,
+                extra=split.test[users],
+                weights=_popularity(full, split.test) if negatives == "popularity" else None,
+            )
             self.options.update(negatives=negatives, num_negatives=num_negatives, seed=seed)
 
-    def run(self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024,
-            progress: bool | None = None) -> EvalResult:
+    def run(
+        self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024, progress: bool | None = None
+    ) -> EvalResult:
         """Evaluate ``scorer`` on all of this evaluator's users (or on the given subset of them).
 
         ``progress``: a progress bar over user batches on stderr; None (default) shows it only when stderr
@@ -177,8 +199,9 @@ class Evaluator:
         counts = {k: int(round(sums.get(k, 0.0))) for k in COUNTS}
         return EvalResult(self.protocol, self.which, count, metrics, seconds, self.options, **counts)
 
-    def sums(self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024,
-             progress: bool | None = None) -> tuple[dict[str, float], int]:
+    def sums(
+        self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024, progress: bool | None = None
+    ) -> tuple[dict[str, float], int]:
         """Metric sums and :data:`COUNTS`, and the user count (to add up across processes before dividing)."""
         index = np.arange(len(self.users)) if users is None else np.searchsorted(self.users, users)
         # Users of similar history length share a batch, so the model reads little padding.
@@ -187,8 +210,13 @@ class Evaluator:
             batch_size = max(1, min(batch_size, SCORE_BUDGET // (self.num_items + 1)))
         totals: dict[str, float] = dict.fromkeys(COUNTS, 0.0)
         starts = range(0, len(index), batch_size)
-        bar = tqdm(starts, desc=f"{self.protocol} {self.which}", unit="batch", leave=False,
-                   disable=None if progress is None else not progress)
+        bar = tqdm(
+            starts,
+            desc=f"{self.protocol} {self.which}",
+            unit="batch",
+            leave=False,
+            disable=None if progress is None else not progress,
+        )
         for lo in bar:
             rows = index[lo : lo + batch_size]
             ranks, nonfinite_target, nonfinite_any = self._ranks(scorer, rows)
@@ -217,8 +245,9 @@ class Evaluator:
             ranks[self.in_history[rows]] = UNREACHABLE
         return ranks, ~target_ok, ~target_ok | any_nonfinite
 
-    def _full_ranks(self, scorer: Scorer, state: Any, users: np.ndarray, targets: torch.Tensor
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _full_ranks(
+        self, scorer: Scorer, state: Any, users: np.ndarray, targets: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pessimistic rank of each target among all items (minus seen ones), in item chunks of bounded size;
         and per user: is the target's score finite, is any candidate's score non-finite."""
         B = len(users)
@@ -280,9 +309,15 @@ def _popularity(full: Sequences, test: np.ndarray) -> np.ndarray:
     return counts[1:].astype(np.float64)
 
 
-def sample_unseen_without_replacement(rng: np.random.Generator, sets: ItemSets, users: np.ndarray, n: int,
-                                      num_items: int, extra: np.ndarray | None = None,
-                                      weights: np.ndarray | None = None) -> np.ndarray:
+def sample_unseen_without_replacement(
+    rng: np.random.Generator,
+    sets: ItemSets,
+    users: np.ndarray,
+    n: int,
+    num_items: int,
+    extra: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """``(U, n)`` distinct items per user, none in the user's set (nor equal to ``extra[u]``).
 
     Drawn uniformly from ``1..num_items`` or with probability proportional to ``weights`` (``(num_items,)``),
@@ -294,19 +329,31 @@ def sample_unseen_without_replacement(rng: np.random.Generator, sets: ItemSets, 
     pool = num_items if weights is None else int((weights > 0).sum())
     if U and (pool - per_user - 1).min() < n:
         short = int(((pool - per_user - 1) < n).sum())
-        raise ConfigError(f"{short} users have fewer than {n} unseen items to sample as negatives; "
-                          f"lower the number of negatives or use the full protocol")
+        raise ConfigError(
+            f"{short} users have fewer than {n} unseen items to sample as negatives; "
+            f"lower the number of negatives or use the full protocol"
+        )
     p = None if weights is None else weights / weights.sum()
     # Blocks of users bound the temporary arrays (a few (block, 2n) arrays) for millions of users.
     block = 16384
-    blocks = [_sample_block(rng, sets, users[lo : lo + block], n, num_items, p,
-                            None if extra is None else extra[lo : lo + block])
-              for lo in range(0, U, block)]
+    blocks = [
+        _sample_block(
+            rng, sets, users[lo : lo + block], n, num_items, p, None if extra is None else extra[lo : lo + block]
+        )
+        for lo in range(0, U, block)
+    ]
     return np.concatenate(blocks) if blocks else np.zeros((0, n), dtype=np.int32)
 
 
-def _sample_block(rng: np.random.Generator, sets: ItemSets, users: np.ndarray, n: int, num_items: int,
-                  p: np.ndarray | None, extra: np.ndarray | None) -> np.ndarray:
+def _sample_block(
+    rng: np.random.Generator,
+    sets: ItemSets,
+    users: np.ndarray,
+    n: int,
+    num_items: int,
+    p: np.ndarray | None,
+    extra: np.ndarray | None,
+) -> np.ndarray:
     U = len(users)
     out = np.zeros((U, n), dtype=np.int32)
     filled = np.zeros(U, dtype=np.int64)

@@ -26,8 +26,9 @@ UNREACHABLE = np.iinfo(np.int64).max  # position of a held-out item that is not 
 
 def ranking_metrics(positions: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
     """Mean HR, NDCG, Precision, Recall and MRR at each K over users (see module docstring)."""
-    return {name: value / len(positions) for name, value in metric_sums(positions, ks).items()} \
-        if len(positions) else {}
+    return (
+        {name: value / len(positions) for name, value in metric_sums(positions, ks).items()} if len(positions) else {}
+    )
 
 
 def metric_sums(positions: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:

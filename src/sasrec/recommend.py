@@ -55,8 +55,10 @@ class UnknownItemsError(SASRecError):
 
     def __init__(self, ids: Sequence[str], where: str = "history"):
         shown = ", ".join(repr(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        super().__init__(f"unknown item id(s) in the {where}: {shown}. They are not in the catalogue the run "
-                         "was trained on; remove them, or skip them (unknown='skip', --skip-unknown)")
+        super().__init__(
+            f"unknown item id(s) in the {where}: {shown}. They are not in the catalogue the run "
+            "was trained on; remove them, or skip them (unknown='skip', --skip-unknown)"
+        )
         self.ids = list(ids)
 
 
@@ -64,8 +66,10 @@ class DivergedModelError(SASRecError):
     """The model gives non-finite (NaN or infinite) scores: its weights diverged, so it must be retrained."""
 
     def __init__(self, count: int, total: int):
-        super().__init__(f"the model gave {count} of {total} scores as NaN or infinity: its weights diverged in "
-                         "training, so its rankings mean nothing. Retrain it with a lower --lr")
+        super().__init__(
+            f"the model gave {count} of {total} scores as NaN or infinity: its weights diverged in "
+            "training, so its rankings mean nothing. Retrain it with a lower --lr"
+        )
         self.count = count
 
 
@@ -111,8 +115,7 @@ def read_id_map(path: str | Path) -> list[str]:
                 continue
             new_id, sep, original = line.partition("\t")
             if not sep or not new_id.isdigit():
-                raise SASRecError(f"{path}, line {number}: expected 'new_id<TAB>original_id', "
-                                  f"got {line[:80]!r}")
+                raise SASRecError(f"{path}, line {number}: expected 'new_id<TAB>original_id', got {line[:80]!r}")
             ids[int(new_id)] = _unescape(original)
     if sorted(ids) != list(range(1, len(ids) + 1)):
         raise SASRecError(f"{path}: new ids must be exactly 1..{len(ids)}; re-run `sasrec preprocess`")
@@ -129,8 +132,7 @@ def map_paths(dataset_file: Path) -> tuple[Path, Path]:
     return dataset_file.with_name(f"{stem}.item_map.tsv"), dataset_file.with_name(f"{stem}.user_map.tsv")
 
 
-def locate_dataset(config: Config, run_dir: Path,
-                   data_dir: str | Path | None = None) -> tuple[Config, Path | None]:
+def locate_dataset(config: Config, run_dir: Path, data_dir: str | Path | None = None) -> tuple[Config, Path | None]:
     """The run's dataset file (None for the synthetic one); ``data_dir`` overrides where it is looked up.
 
     For a preset, ``data_dir`` replaces the run's ``data_dir``; for a file path, the file's name is looked up
@@ -144,8 +146,10 @@ def locate_dataset(config: Config, run_dir: Path,
     try:
         return config, dataset_path(config)
     except ConfigError as exc:
-        raise SASRecError(f"cannot find the dataset of run {run_dir}, whose id maps lie next to it ({exc}). "
-                          "Pass data_dir= (--data-dir) pointing at the folder that holds it") from None
+        raise SASRecError(
+            f"cannot find the dataset of run {run_dir}, whose id maps lie next to it ({exc}). "
+            "Pass data_dir= (--data-dir) pointing at the folder that holds it"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------- recommender
@@ -163,20 +167,28 @@ class Recommender:
         chunk_size: histories per forward pass in batched calls.
     """
 
-    def __init__(self, model: SASRec, item_ids: Sequence[str] | None = None,
-                 user_ids: Sequence[str] | None = None, load_data: Callable[[], Sequences] | None = None,
-                 chunk_size: int = DEFAULT_CHUNK):
+    def __init__(
+        self,
+        model: SASRec,
+        item_ids: Sequence[str] | None = None,
+        user_ids: Sequence[str] | None = None,
+        load_data: Callable[[], Sequences] | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ):
         self.model = model.eval()
         self.num_items = model.num_items
         self.maxlen = model.maxlen
         self.device = next(model.parameters()).device
         self.chunk_size = chunk_size
         if item_ids is not None and len(item_ids) != self.num_items:
-            raise SASRecError(f"the item map has {len(item_ids)} ids but the model has {self.num_items} "
-                              "items; is it the map of the dataset this run was trained on?")
+            raise SASRecError(
+                f"the item map has {len(item_ids)} ids but the model has {self.num_items} "
+                "items; is it the map of the dataset this run was trained on?"
+            )
         self.has_item_map = item_ids is not None
-        self._item_names = ["<pad>"] + (list(item_ids) if item_ids is not None
-                                        else [str(i) for i in range(1, self.num_items + 1)])
+        self._item_names = ["<pad>"] + (
+            list(item_ids) if item_ids is not None else [str(i) for i in range(1, self.num_items + 1)]
+        )
         self._item_index = {name: i for i, name in enumerate(self._item_names) if i > 0}
         self._user_index = {u: i for i, u in enumerate(user_ids)} if user_ids is not None else None
         self._load_data = load_data
@@ -185,8 +197,14 @@ class Recommender:
         self._unit_emb: torch.Tensor | None = None
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu",
-             data_dir: str | Path | None = None, chunk_size: int = DEFAULT_CHUNK) -> Recommender:
+    def load(
+        cls,
+        run_dir: str | Path,
+        checkpoint: str = "best",
+        device: str = "cpu",
+        data_dir: str | Path | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> Recommender:
         """Load a run directory's ``best`` (or ``last``) model and the id maps of its dataset.
 
         ``data_dir`` overrides where the dataset file (and its maps) are looked up, when the run was trained
@@ -232,12 +250,12 @@ class Recommender:
 
     def _check_k(self, k: int) -> None:
         if not isinstance(k, int | np.integer) or isinstance(k, bool) or not 1 <= k <= self.num_items:
-            raise ConfigError(f"k must be an integer between 1 and the number of items ({self.num_items}), "
-                              f"got {k!r}")
+            raise ConfigError(f"k must be an integer between 1 and the number of items ({self.num_items}), got {k!r}")
 
     # ---------------------------------------------------------------------------------- recommendations
-    def recommend(self, history: Iterable[ItemId], k: int = 10, exclude_seen: bool = True,
-                  unknown: str = "error") -> list[tuple[str, float]]:
+    def recommend(
+        self, history: Iterable[ItemId], k: int = 10, exclude_seen: bool = True, unknown: str = "error"
+    ) -> list[tuple[str, float]]:
         """Top-``k`` next items for one history of original item ids (oldest first).
 
         Only the most recent ``maxlen`` items are read by the model; with ``exclude_seen`` every item of the
@@ -246,8 +264,9 @@ class Recommender:
         """
         return self.recommend_batch([history], k, exclude_seen, unknown)[0]
 
-    def recommend_batch(self, histories: Sequence[Iterable[ItemId]], k: int = 10, exclude_seen: bool = True,
-                        unknown: str = "error") -> list[list[tuple[str, float]]]:
+    def recommend_batch(
+        self, histories: Sequence[Iterable[ItemId]], k: int = 10, exclude_seen: bool = True, unknown: str = "error"
+    ) -> list[list[tuple[str, float]]]:
         """:meth:`recommend` for many histories: one forward pass per ``chunk_size`` histories."""
         self._check_k(k)
         encoded = []
@@ -258,14 +277,18 @@ class Recommender:
                 where = f"history at index {row}" if len(histories) > 1 else "history"
                 raise UnknownItemsError(exc.ids, where) from None
             if not enc.ids:
-                raise SASRecError(f"history at index {row} has no known item" if enc.skipped else
-                                  f"history at index {row} is empty; give at least one item id")
+                raise SASRecError(
+                    f"history at index {row} has no known item"
+                    if enc.skipped
+                    else f"history at index {row} is empty; give at least one item id"
+                )
             encoded.append(enc.ids)
         return self.recommend_ids(encoded, k, exclude_seen)
 
     @torch.inference_mode()
-    def recommend_ids(self, histories: Sequence[Sequence[int]], k: int = 10,
-                      exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
+    def recommend_ids(
+        self, histories: Sequence[Sequence[int]], k: int = 10, exclude_seen: bool = True
+    ) -> list[list[tuple[str, float]]]:
         """Top-``k`` for histories already in internal ids (each non-empty, ids in ``1..num_items``).
 
         Raises:
@@ -278,8 +301,7 @@ class Recommender:
             scores = self.score_ids(chunk, exclude_seen)  # (B, num_items + 1)
             values, indices = scores.topk(k, dim=1)
             for vals, idx in zip(values.cpu().tolist(), indices.cpu().tolist(), strict=True):
-                results.append([(self._item_names[i], v) for v, i in zip(vals, idx, strict=True)
-                                if v != float("-inf")])
+                results.append([(self._item_names[i], v) for v, i in zip(vals, idx, strict=True) if v != float("-inf")])
         return results
 
     @torch.inference_mode()
@@ -318,8 +340,10 @@ class Recommender:
         num_users = self.data.num_users
         if self._user_index is not None:
             if len(self._user_index) != num_users:
-                raise SASRecError(f"the user map has {len(self._user_index)} users but the dataset has "
-                                  f"{num_users}; is it the map of this dataset?")
+                raise SASRecError(
+                    f"the user map has {len(self._user_index)} users but the dataset has "
+                    f"{num_users}; is it the map of this dataset?"
+                )
             index = self._user_index.get(str(user_id))
         else:
             text = str(user_id)
@@ -333,15 +357,16 @@ class Recommender:
         """The user's full item sequence in the dataset, in original ids, oldest first."""
         return [self._item_names[i] for i in self.data[self.user_index(user_id)].tolist()]
 
-    def recommend_user(self, user_id: ItemId, k: int = 10,
-                       exclude_seen: bool = True) -> list[tuple[str, float]]:
+    def recommend_user(self, user_id: ItemId, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         """Top-``k`` next items for a user of the dataset, reading the user's whole sequence as history."""
         history = self.data[self.user_index(user_id)].tolist()
         if not history:
             raise SASRecError(f"user {user_id!r} has no interactions")
         if max(history) > self.num_items:
-            raise SASRecError(f"the dataset has item ids above the model's {self.num_items}; "
-                              "is it the dataset the run was trained on?")
+            raise SASRecError(
+                f"the dataset has item ids above the model's {self.num_items}; "
+                "is it the dataset the run was trained on?"
+            )
         return self.recommend_ids([history], k, exclude_seen)[0]
 
     # ---------------------------------------------------------------------------------- similar items
@@ -368,8 +393,11 @@ class Recommender:
         check_finite(sims[1:])
         sims[0] = sims[index] = float("-inf")
         values, indices = sims.topk(min(k, self.num_items - 1))
-        return [(self._item_names[i], v) for v, i in zip(values.tolist(), indices.tolist(), strict=True)
-                if v != float("-inf")]
+        return [
+            (self._item_names[i], v)
+            for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+            if v != float("-inf")
+        ]
 
 
 def _right_pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -396,8 +424,7 @@ def read_history_file(path: str) -> list[str]:
     ids = [line.removesuffix("\r") for line in text.split("\n")]
     ids = [i for i in ids if i]
     if not ids:
-        raise SASRecError(f"--history-file {path} has no item id; give one original item id per line, "
-                          "oldest first")
+        raise SASRecError(f"--history-file {path} has no item id; give one original item id per line, oldest first")
     return ids
 
 
@@ -410,8 +437,10 @@ def history_argument(args: argparse.Namespace) -> list[str]:
         return read_history_file(args.history_file)
     history = [h.strip() for h in args.history.split(",") if h.strip()]
     if not history:
-        raise SASRecError("--history is empty; give comma-separated item ids, e.g. --history '12,7,31' "
-                          "(for ids that contain a comma: --item ID, repeated, or --history-file FILE)")
+        raise SASRecError(
+            "--history is empty; give comma-separated item ids, e.g. --history '12,7,31' "
+            "(for ids that contain a comma: --item ID, repeated, or --history-file FILE)"
+        )
     return history
 
 
@@ -425,8 +454,9 @@ def recommend_command(args: argparse.Namespace) -> int:
     else:
         encoded = rec.encode(history_argument(args), "skip" if args.skip_unknown else "error")
         if not encoded.ids:
-            raise SASRecError("none of the history's items is in the catalogue "
-                              f"(skipped: {', '.join(encoded.skipped[:10])})")
+            raise SASRecError(
+                f"none of the history's items is in the catalogue (skipped: {', '.join(encoded.skipped[:10])})"
+            )
         skipped = encoded.skipped
         items = rec.recommend_ids([encoded.ids], args.k, exclude_seen)[0]
     if args.json:
