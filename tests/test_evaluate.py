@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -51,8 +52,7 @@ def positions_from_scores(scores: np.ndarray, relevant: list[set[int]]) -> np.nd
 def test_metrics_match_slow_reference_with_ties(num_relevant: int) -> None:
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 6, size=(40, 25)).astype(float)  # few distinct values: many ties
-    relevant = [set(rng.choice(25, size=rng.integers(1, num_relevant + 1), replace=False).tolist())
-                for _ in range(40)]
+    relevant = [set(rng.choice(25, size=rng.integers(1, num_relevant + 1), replace=False).tolist()) for _ in range(40)]
     positions = positions_from_scores(scores, relevant)
     for k in (1, 3, 5, 10):
         got = ranking_metrics(positions, (k,))
@@ -148,8 +148,9 @@ def test_popularity_negatives_follow_popularity() -> None:
     sets = ItemSets(Sequences.from_lists([[1]], num_items=400))
     weights = np.ones(400)
     weights[399] = 10_000.0  # item 400 dominates
-    negatives = sample_unseen_without_replacement(np.random.default_rng(0), sets, np.zeros(200, dtype=np.int64),
-                                                  5, 400, weights=weights)
+    negatives = sample_unseen_without_replacement(
+        np.random.default_rng(0), sets, np.zeros(200, dtype=np.int64), 5, 400, weights=weights
+    )
     assert (negatives == 400).any(axis=1).mean() > 0.95
     del seqs
 
@@ -189,8 +190,25 @@ def test_evaluate_command_on_a_run_and_a_baseline(tmp_path, capsys) -> None:
     data = tmp_path / "small.txt"
     write_sasrec_file(make_synthetic(num_users=200, num_items=300, seed=2), data)
     run = tmp_path / "run"
-    assert main(["train", "--dataset", str(data), "--epochs", "1", "--hidden", "8", "--maxlen", "10",
-                 "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(data),
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--maxlen",
+                "10",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", "--run", str(run), "--protocol", "both", "--k", "5", "10"]) == 0
     out = capsys.readouterr().out
     assert "full protocol" in out and "sampled protocol" in out and "NDCG" in out
@@ -201,6 +219,147 @@ def test_evaluate_command_on_a_run_and_a_baseline(tmp_path, capsys) -> None:
     trained = json.loads((run / "results.json").read_text())
     full = next(r for r in saved if r["protocol"] == "full")
     assert full["metrics"]["HR@10"] == trained["full"]["metrics"]["HR@10"]
+    # Every result, the one training writes included, reports repeats and non-finite scores.
+    for protocol in ("full", "sampled"):
+        assert trained[protocol]["held_out_in_history"] == 0 and trained[protocol]["held_out_in_history_share"] == 0
+        assert trained[protocol]["nonfinite_target_scores"] == 0
+    assert "held-out item already in the input history: 0 of 200 users (0.0%)" in out
     assert main(["evaluate", "--baseline", "pop", "--dataset", str(data), "--protocol", "full"]) == 0
     assert "full protocol" in capsys.readouterr().out
     assert main(["evaluate", "--baseline", "pop"]) == 2  # no dataset: a clear error, not a traceback
+
+
+# ------------------------------------------------------------------------ repeat consumption, non-finite scores
+
+# Four users over items 1..6, split leave-one-out (train | valid | test):
+#   u0  1 2 6 | 3 | 6   test item 6 is already in its test input history
+#   u1  1 2   | 4 | 5
+#   u2  2 5   | 6 | 5   test item 5 is already in its test input history
+#   u3  3 1   | 3 | 4   valid item 3 is already in its valid input history
+REPEATS = [[1, 2, 6, 3, 6], [1, 2, 4, 5], [2, 5, 6, 5], [3, 1, 3, 4]]
+
+
+class TableScorer:
+    """Scores from a fixed ``(num_users, num_items + 1)`` table; by default item i scores i (6 best)."""
+
+    def __init__(self, num_users: int, num_items: int):
+        self.num_items = num_items
+        self.table = torch.arange(num_items + 1, dtype=torch.float32).repeat(num_users, 1)
+
+    def encode(self, histories: Sequences, users: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(users)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        rows = self.table[users]
+        return rows[:, items] if items.dim() == 1 else rows.gather(1, items)
+
+
+@pytest.fixture
+def repeats():
+    return split_leave_one_out(Sequences.from_lists(REPEATS, num_items=6))
+
+
+def test_seen_held_out_item_is_a_miss_under_filter_seen(repeats) -> None:
+    scorer = TableScorer(4, 6)
+    # Test split, seen items filtered (candidates: the items outside the input history):
+    #   u0 item 6 is seen: miss;  u1 candidates {3, 6}: rank 1;  u2 item 5 is seen: miss;  u3 {2, 5, 6}: rank 2.
+    got = Evaluator(repeats, "test", "full", ks=(1, 3)).run(scorer)
+    assert got.metrics["HR@1"] == 0.0  # before the fix: 0.5 (u0 and u2 ranked first among unseen items)
+    assert got.metrics["HR@3"] == pytest.approx(2 / 4)
+    assert got.metrics["NDCG@3"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 4)
+    assert got.metrics["MRR@3"] == pytest.approx((1 / 2 + 1 / 3) / 4)
+    assert (got.held_out_in_history, got.held_out_in_history_share) == (2, 0.5)
+    # Kept (candidates: every other item): u0 rank 0, u1 rank 1 (6), u2 rank 1 (6), u3 rank 2 (5, 6).
+    kept = Evaluator(repeats, "test", "full", ks=(1, 3), filter_seen=False).run(scorer)
+    assert kept.metrics["HR@1"] == pytest.approx(1 / 4) and kept.metrics["HR@3"] == 1.0
+    assert kept.held_out_in_history == 2
+    # Valid split: only u3's item 3 is seen. u0 {4, 5}: rank 2; u1 {3, 5, 6}: rank 2; u2 {1, 3, 4}: rank 0.
+    valid = Evaluator(repeats, "valid", "full", ks=(1, 3)).run(scorer)
+    assert (valid.held_out_in_history, valid.held_out_in_history_share) == (1, 0.25)
+    assert valid.metrics["HR@1"] == pytest.approx(1 / 4) and valid.metrics["HR@3"] == pytest.approx(3 / 4)
+    # The sampled protocol ranks seen held-out items as the paper does, and reports them too.
+    sampled = Evaluator(repeats, "test", "sampled", num_negatives=1).run(scorer)
+    assert sampled.held_out_in_history == 2 and sampled.to_json()["held_out_in_history_share"] == 0.5
+    assert got.to_json()["held_out_in_history"] == 2
+
+
+@pytest.mark.parametrize("budget", [1 << 25, 3])  # 3: one user per batch, items in chunks of 3
+def test_nonfinite_scores_count_against_the_model(repeats, budget: int, monkeypatch) -> None:
+    monkeypatch.setattr(evaluate_module, "SCORE_BUDGET", budget)
+    scorer = TableScorer(4, 6)
+    scorer.table[0, 6] = torch.nan  # u0's held-out item: ranks below all 5 candidates
+    scorer.table[1, 3] = torch.nan  # u1 (item 5): 6 and the NaN candidate 3 rank above it
+    scorer.table[2, 1] = -torch.inf  # u2 (item 5): 6 and the -inf candidate 1 rank above it
+    scorer.table[3, 4] = torch.inf  # u3's held-out item 4 scores +inf: last as well
+    got = Evaluator(repeats, "test", "full", ks=(1, 3, 10), filter_seen=False).run(scorer)
+    # Ranks 5, 2, 2, 5; before the fix 0, 1, 1, 0 (HR@1 = 0.5).
+    assert got.metrics["HR@1"] == 0.0
+    assert got.metrics["HR@3"] == pytest.approx(2 / 4)
+    assert got.metrics["HR@10"] == 1.0
+    assert got.metrics["MRR@10"] == pytest.approx((1 / 6 + 1 / 3 + 1 / 3 + 1 / 6) / 4)
+    assert (got.nonfinite_target_scores, got.users_with_nonfinite_scores) == (2, 4)
+    # A non-finite score on an item that is not a candidate (u0's seen item 1) is not counted.
+    scorer = TableScorer(4, 6)
+    scorer.table[0, 1] = torch.nan
+    clean = Evaluator(repeats, "test", "full", ks=(1,)).run(scorer)
+    assert (clean.nonfinite_target_scores, clean.users_with_nonfinite_scores) == (0, 0)
+
+
+def test_nonfinite_scores_under_the_sampled_protocol(repeats) -> None:
+    scorer = TableScorer(4, 6)
+    scorer.table[torch.arange(4), torch.from_numpy(repeats.test)] = 100.0  # each held-out item scores best ...
+    scorer.table[0, 6] = torch.nan  # ... but u0's, NaN: below its negative
+    scorer.table[1, [1, 2, 3, 4, 6]] = torch.nan  # u1's negative (3 or 6) is NaN: above its item 5
+    got = Evaluator(repeats, "test", "sampled", ks=(1,), num_negatives=1).run(scorer)
+    assert got.metrics["HR@1"] == pytest.approx(2 / 4)  # before the fix: 1.0
+    assert (got.nonfinite_target_scores, got.users_with_nonfinite_scores) == (1, 2)
+
+
+def test_progress_bar_only_on_a_terminal(split, monkeypatch) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        Evaluator(split, "test", "full").run(RandomScorer(split.num_users, split.num_items), batch_size=50)
+        assert ("full test" in stream.getvalue()) is shown
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    Evaluator(split, "test", "full").run(RandomScorer(split.num_users, split.num_items), progress=False)
+    assert stream.getvalue() == ""
+
+
+def test_evaluate_command_reports_repeats(tmp_path, capsys) -> None:
+    from sasrec.cli import main
+    from sasrec.data.dataset import write_sasrec_file
+
+    data = tmp_path / "repeats.txt"
+    write_sasrec_file(Sequences.from_lists(REPEATS, num_items=6), data)
+    out_json = tmp_path / "eval.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--baseline",
+                "pop",
+                "--dataset",
+                str(data),
+                "--protocol",
+                "full",
+                "--k",
+                "1",
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "held-out item already in the input history: 2 of 4 users (50.0%); each counts as a miss" in out
+    saved = json.loads(out_json.read_text())
+    assert (saved["held_out_in_history"], saved["held_out_in_history_share"]) == (2, 0.5)
+    assert saved["nonfinite_target_scores"] == 0 and "warning" not in out

@@ -6,6 +6,7 @@ serving and export tests import it too.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from sasrec.checkpoint import save_checkpoint
 from sasrec.cli import main
 from sasrec.config import Config
-from sasrec.data.dataset import Sequences, file_sha256, write_sasrec_file
+from sasrec.data.dataset import Sequences, file_sha256, read_sasrec_file, write_sasrec_file
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.model import SASRec
 from sasrec.recommend import Recommender, UnknownItemsError, read_id_map
@@ -49,8 +51,7 @@ def make_run(root: Path, maps: bool = True, seed: int = 0, **config: object) -> 
     if maps:
         write_map(data_dir / "tiny.item_map.tsv", ITEM_IDS)
         write_map(data_dir / "tiny.user_map.tsv", USER_IDS)
-    cfg = Config(dataset=str(data_file), maxlen=MAXLEN, hidden=8, num_blocks=2, num_heads=2, dropout=0.0,
-                 **config)
+    cfg = Config(dataset=str(data_file), maxlen=MAXLEN, hidden=8, num_blocks=2, num_heads=2, dropout=0.0, **config)
     torch.manual_seed(seed)
     model = SASRec(NUM_ITEMS, maxlen=cfg.maxlen, hidden=cfg.hidden, num_blocks=cfg.num_blocks,
                    num_heads=cfg.num_heads, dropout=cfg.dropout)
@@ -192,8 +193,17 @@ def test_trained_run(tmp_path: Path) -> None:
     from sasrec.train import train
 
     make_run(tmp_path)  # writes the data files
-    config = resolve({"dataset": str(tmp_path / "data" / "tiny.txt"), "epochs": 1, "hidden": 8, "maxlen": 10,
-                      "quiet": True, "eval_negatives": 5, "out": str(tmp_path / "trained")})
+    config = resolve(
+        {
+            "dataset": str(tmp_path / "data" / "tiny.txt"),
+            "epochs": 1,
+            "hidden": 8,
+            "maxlen": 10,
+            "quiet": True,
+            "eval_negatives": 5,
+            "out": str(tmp_path / "trained"),
+        }
+    )
     train(config)
     rec = Recommender.load(tmp_path / "trained")
     assert [i for i, _ in rec.recommend_user("bob", k=3)][0] in ITEM_IDS
@@ -208,7 +218,8 @@ def test_cli_json_and_table(run_dir: Path, rec: Recommender, capsys: pytest.Capt
     out = json.loads(capsys.readouterr().out)
     assert [r["rank"] for r in out["items"]] == [1, 2, 3]
     assert [(r["item_id"], r["score"]) for r in out["items"]] == [
-        (i, pytest.approx(s, rel=1e-5)) for i, s in rec.recommend(["m101", "m102", "m103"], k=3)]
+        (i, pytest.approx(s, rel=1e-5)) for i, s in rec.recommend(["m101", "m102", "m103"], k=3)
+    ]
 
     assert main(["recommend", "--run", str(run_dir), "--user", "alice", "--k", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -228,3 +239,134 @@ def test_cli_seen_and_unknown(run_dir: Path, capsys: pytest.CaptureFixture[str])
     assert main(["recommend", "--run", str(run_dir), "--user", "zoe"]) == 2
     assert "unknown user" in capsys.readouterr().err
     assert main(["recommend", "--run", str(run_dir), "--history", "m101", "--k", "0"]) == 2
+
+
+# -------------------------------------------------------------- agreement with evaluation, non-finite scores
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+def test_evaluation_hits_are_what_recommend_shows(exclude_seen: bool) -> None:
+    """On a log full of repeats, a full-protocol hit@k is exactly "recommend's top k holds the held-out item"
+    (filter_seen <-> exclude_seen): a held-out item already in the history is a miss for both."""
+    from sasrec.data.dataset import split_leave_one_out
+    from sasrec.evaluate import Evaluator, ModelScorer
+
+    rng = np.random.default_rng(1)
+    seqs = Sequences.from_lists([list(rng.integers(1, 16, size=rng.integers(4, 14))) for _ in range(30)], 15)
+    split = split_leave_one_out(seqs)
+    torch.manual_seed(0)
+    model = SASRec(15, maxlen=8, hidden=8, num_blocks=1, num_heads=1, dropout=0.0).eval()
+    rec, scorer = Recommender(model), ModelScorer(model)
+    evaluator = Evaluator(split, "test", "full", ks=(5,), filter_seen=exclude_seen)
+    history = split.history("test")
+    shown_hits = repeats = 0
+    for u in evaluator.users:
+        shown = {int(i) for i, _ in rec.recommend_ids([history[u].tolist()], k=5, exclude_seen=exclude_seen)[0]}
+        hit = evaluator.run(scorer, users=np.array([u])).metrics["HR@5"]
+        assert hit == float(split.test[u] in shown), u
+        shown_hits += int(hit)
+        repeats += int(split.test[u] in history[u])
+    assert shown_hits > 0 and repeats > 5  # the case is not vacuous
+    assert evaluator.run(scorer).held_out_in_history == repeats
+
+
+def poisoned_run(root: Path, item: int | None = None) -> tuple[Path, SASRec]:
+    """A run whose checkpoint holds NaN weights: every weight, or only item ``item``'s embedding row."""
+    from sasrec.checkpoint import load_checkpoint
+
+    run_dir = make_run(root)
+    model = SASRec(NUM_ITEMS, maxlen=MAXLEN, hidden=8, num_blocks=2, num_heads=2, dropout=0.0)
+    load_checkpoint(run_dir / "best.safetensors", model)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if item is None:
+                param.fill_(torch.nan)
+            elif name == "item_emb.weight":
+                param[item] = torch.nan
+    save_checkpoint(run_dir / "best.safetensors", model, {"epoch": 0, "num_items": NUM_ITEMS})
+    return run_dir, model
+
+
+@pytest.mark.parametrize("item", [None, 4])
+def test_diverged_model_is_refused_everywhere(
+    tmp_path: Path, item: int | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir, model = poisoned_run(tmp_path, item)
+    with pytest.raises(SASRecError, match="non-finite weights.*lower --lr"):
+        Recommender.load(run_dir)  # a diverged checkpoint is refused when the run is loaded
+    # A model handed over directly (not through a run directory) is refused at every call.
+    rec = Recommender(model, ITEM_IDS, USER_IDS, lambda: read_sasrec_file(tmp_path / "data" / "tiny.txt"))
+    calls = [
+        lambda: rec.recommend(["m101", "m104"], k=3),  # m104 (item 4) seen: still refused
+        lambda: rec.recommend(["m101"], k=3, exclude_seen=False),
+        lambda: rec.recommend_batch([["m101"], ["m102"]], k=3),
+        lambda: rec.recommend_ids([[1, 2]], k=3),
+        lambda: rec.recommend_user("alice", k=3),
+        lambda: rec.score_ids([[1]]),
+        lambda: rec.similar_items("m101", k=3),
+    ]
+    for call in calls:
+        with pytest.raises(SASRecError, match="NaN or infinity.*lower --lr") as info:
+            call()
+        assert type(info.value).__name__ == "DivergedModelError"  # for callers (the service) to catch
+    assert main(["recommend", "--run", str(run_dir), "--history", "m101", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "diverged" in captured.err and captured.err.count("error:") == 1
+
+
+def test_healthy_model_scores_are_finite(rec: Recommender) -> None:
+    # Seen items are left out as -inf internally; none of those leak into what is returned.
+    for _, score in rec.recommend(ITEM_IDS[:15], k=NUM_ITEMS) + rec.similar_items("m101", k=NUM_ITEMS):
+        assert np.isfinite(score)
+
+
+# -------------------------------------------------------------------------------- ids with commas in the CLI
+
+
+def test_cli_item_ids_with_commas(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = make_run(tmp_path, maps=False)
+    ids = [f"film {i}, part {i % 3}" for i in range(1, NUM_ITEMS + 1)]  # every id holds a comma and a space
+    write_map(tmp_path / "data" / "tiny.item_map.tsv", ids)
+    rec = Recommender.load(run_dir)
+    history = [ids[4], ids[0], ids[7]]
+    expected = [(i, pytest.approx(s, rel=1e-5)) for i, s in rec.recommend(history, k=4)]
+    args = ["recommend", "--run", str(run_dir), "--k", "4", "--json"]
+
+    def shown() -> list[tuple[str, float]]:
+        return [(r["item_id"], r["score"]) for r in json.loads(capsys.readouterr().out)["items"]]
+
+    assert main([*args, *(a for i in history for a in ("--item", i))]) == 0
+    assert shown() == expected
+    lines = tmp_path / "history.txt"
+    lines.write_text("\n".join(history) + "\r\n\n", encoding="utf-8")  # CRLF and a blank line are tolerated
+    assert main([*args, "--history-file", str(lines)]) == 0
+    assert shown() == expected
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(history)))
+    assert main([*args, "--history-file", "-"]) == 0
+    assert shown() == expected
+    # --history splits on commas, so these ids come out as pieces that are not in the catalogue.
+    assert main([*args, "--history", ids[4]]) == 2
+    assert "'film 5'" in capsys.readouterr().err
+    assert main([*args, "--history-file", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt: cannot read it" in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("\n")
+    assert main([*args, "--history-file", str(tmp_path / "empty.txt")]) == 2
+    assert "no item id" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # one way of giving the history at a time
+        main([*args, "--item", ids[0], "--history", "1"])
+
+
+def test_user_ids_of_a_file_with_gaps_are_the_files_own(tmp_path: Path) -> None:
+    """Without a user map, `--user 7` is the file's user 7, even when user ids have gaps."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "gaps.txt").write_text("".join(f"{u} {i}\n" for u in (3, 7, 20) for i in range(1, NUM_ITEMS + 1)
+                                           if (i + u) % 3 == 0))
+    cfg = Config(dataset=str(data / "gaps.txt"), maxlen=MAXLEN, hidden=8, num_blocks=1, num_heads=1, dropout=0.0)
+    model = SASRec(NUM_ITEMS, maxlen=MAXLEN, hidden=8, num_blocks=1, num_heads=1, dropout=0.0)
+    rec = Recommender.load(write_run(tmp_path / "run", cfg, model, f"sha256:{file_sha256(data / 'gaps.txt')}").path)
+    assert rec.user_history("7") == [str(i) for i in range(1, NUM_ITEMS + 1) if (i + 7) % 3 == 0]
+    with pytest.raises(SASRecError, match="unknown user '2'"):
+        rec.user_history("2")  # the second row is user 7, not user 2

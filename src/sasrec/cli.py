@@ -113,17 +113,10 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from sasrec.evaluate_cli import evaluate_command
+    from sasrec.evaluate_cli import evaluate_command, format_result
 
-    results = evaluate_command(args)
-    for r in results:
-        print(f"\n{r['protocol']} protocol, {r['split']} split, {r['users']} users"
-              + (f", {r['num_negatives']} {r['negatives']} negatives" if r["protocol"] == "sampled" else
-                 f", seen items {'filtered' if r.get('filter_seen') else 'kept'}"))
-        ks = r["ks"]
-        print("metric      " + "".join(f"{'@' + str(k):>9s}" for k in ks))
-        for name in ("HR", "NDCG", "Precision", "Recall", "MRR"):
-            print(f"{name:10s}  " + "".join(f"{r['metrics'][f'{name}@{k}']:9.4f}" for k in ks))
+    for r in evaluate_command(args):
+        print("\n" + format_result(r))
     return 0
 
 
@@ -173,7 +166,12 @@ def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
     _add_run_arguments(p)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="an original user id of the run's dataset (history: the user's sequence)")
-    who.add_argument("--history", help="comma-separated original item ids, oldest first, e.g. '1193,661,914'")
+    who.add_argument("--history", help="comma-separated original item ids, oldest first, e.g. '1193,661,914' "
+                     "(an id with a comma: --item or --history-file)")
+    who.add_argument("--item", action="append", metavar="ID",
+                     help="one original item id, verbatim (commas allowed); repeat it, oldest first")
+    who.add_argument("--history-file", metavar="FILE",
+                     help="original item ids, one per line, oldest first ('-': standard input)")
     p.add_argument("--k", type=int, default=10, help="number of recommendations (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--include-seen", action="store_true", help="allow the history's items in the results")

@@ -54,7 +54,6 @@ from torch import nn
 
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.evaluate import EvalResult, Evaluator, Scorer
-from sasrec.metrics import metric_sums
 from sasrec.sampling import Batch
 
 TIMEOUT_ENV = "SASREC_DIST_TIMEOUT"
@@ -294,12 +293,9 @@ def evaluate(evaluator: Evaluator, scorer: Scorer, info: DistInfo, batch_size: i
     if not info.enabled:
         return evaluator.run(scorer, batch_size=batch_size)
     start = time.perf_counter()
-    sums, count = evaluator.sums(scorer, shard(evaluator.users, info), batch_size)
-    keys = metric_sums(np.zeros(1, dtype=np.int64), evaluator.ks).keys()  # the same names on every rank
-    sums, count = all_reduce_sums(sums, count, info, keys)
-    metrics = {k: v / count for k, v in sums.items()} if count else {}
-    return EvalResult(evaluator.protocol, evaluator.which, count, metrics, time.perf_counter() - start,
-                      evaluator.options)
+    sums, count = evaluator.sums(scorer, shard(evaluator.users, info), batch_size, progress=False)
+    sums, count = all_reduce_sums(sums, count, info, evaluator.sum_keys())  # the same names on every rank
+    return evaluator.result(sums, count, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------------------------- failures

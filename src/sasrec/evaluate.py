@@ -10,7 +10,15 @@ Protocols:
                  seed, so every evaluation of every model sees the same candidates.
 
 Ties are pessimistic: a candidate whose score equals the held-out item's ranks above it, so a model that
-scores everything alike gets HR@10 = 0 under full ranking rather than a lucky hit.
+scores everything alike gets HR@10 = 0 under full ranking rather than a lucky hit. Non-finite scores are
+pessimistic too: a candidate scored NaN or +-inf ranks above the held-out item, and a held-out item scored
+NaN or +-inf ranks last; every result counts them (``nonfinite_target_scores``, ``users_with_nonfinite_scores``).
+
+Repeat consumption: with ``filter_seen`` the held-out item gets no exception from the filter. If it is already
+in the user's input history it is not a candidate, exactly as :class:`sasrec.recommend.Recommender` (which
+leaves seen items out by default) can never show it, so it counts as a miss at every K. Every result reports
+how many held-out items were already in the input history (``held_out_in_history`` and its share), under
+both protocols; the sampled protocol ranks such an item against its negatives as the paper does.
 
 Any object with ``encode(histories, users)`` and ``score(state, items)`` is a scorer: the model
 (:class:`ModelScorer`) and the baselines (:mod:`sasrec.baselines`) go through the same code.
@@ -24,14 +32,17 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sasrec.data.dataset import Sequences, Split, gather_windows
 from sasrec.errors import ConfigError
-from sasrec.metrics import DEFAULT_KS, metric_sums
+from sasrec.metrics import DEFAULT_KS, UNREACHABLE, metric_sums
 from sasrec.sampling import ItemSets
 
 PROTOCOLS = ("full", "sampled")
 SCORE_BUDGET = 1 << 25  # floats in one (users x items) score block: 128 MiB
+# Per-user counts that every result reports next to its metrics (summed like the metrics across processes).
+COUNTS = ("held_out_in_history", "nonfinite_target_scores", "users_with_nonfinite_scores")
 
 
 class Scorer(Protocol):
@@ -66,16 +77,42 @@ class ModelScorer:
 
 @dataclass
 class EvalResult:
+    """One protocol's metrics on one split.
+
+    ``users``: users evaluated. ``held_out_in_history``: of them, those whose held-out item is already in their
+    input history (under ``filter_seen`` each is a miss). ``nonfinite_target_scores``: users whose held-out
+    item the scorer scored NaN or +-inf (ranked last); ``users_with_nonfinite_scores``: users with any
+    non-finite score among the held-out item and its candidates. Non-zero counts of the last two mean a
+    diverged model.
+    """
+
     protocol: str
     split: str
     users: int
     metrics: dict[str, float]
     seconds: float
     options: dict[str, Any] = field(default_factory=dict)
+    held_out_in_history: int = 0
+    nonfinite_target_scores: int = 0
+    users_with_nonfinite_scores: int = 0
+
+    @property
+    def held_out_in_history_share(self) -> float:
+        return self.held_out_in_history / self.users if self.users else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"protocol": self.protocol, "split": self.split, "users": self.users,
-                "metrics": self.metrics, "seconds": round(self.seconds, 3), **self.options}
+        return {
+            "protocol": self.protocol,
+            "split": self.split,
+            "users": self.users,
+            "metrics": self.metrics,
+            "seconds": round(self.seconds, 3),
+            "held_out_in_history": self.held_out_in_history,
+            "held_out_in_history_share": self.held_out_in_history_share,
+            "nonfinite_target_scores": self.nonfinite_target_scores,
+            "users_with_nonfinite_scores": self.users_with_nonfinite_scores,
+            **self.options,
+        }
 
 
 class Evaluator:
@@ -86,15 +123,25 @@ class Evaluator:
         which: ``"valid"`` (input: training prefix) or ``"test"`` (input: training prefix + validation item).
         protocol: ``"full"`` or ``"sampled"``.
         ks: cut-offs for the metrics.
-        filter_seen: full protocol only: drop the history's items from the candidates.
+        filter_seen: full protocol only: drop the input history's items from the candidates, the held-out item
+            included (then a miss), as recommendations that leave seen items out do.
         num_negatives, negatives: sampled protocol only: how many, and ``"uniform"`` or ``"popularity"``.
         max_users: evaluate a seeded random subset of this many users (the paper used 10,000).
         seed: seeds the user subset and the sampled negatives.
     """
 
-    def __init__(self, split: Split, which: str = "test", protocol: str = "full",
-                 ks: tuple[int, ...] = DEFAULT_KS, filter_seen: bool = True, num_negatives: int = 100,
-                 negatives: str = "uniform", max_users: int | None = None, seed: int = 0):
+    def __init__(
+        self,
+        split: Split,
+        which: str = "test",
+        protocol: str = "full",
+        ks: tuple[int, ...] = DEFAULT_KS,
+        filter_seen: bool = True,
+        num_negatives: int = 100,
+        negatives: str = "uniform",
+        max_users: int | None = None,
+        seed: int = 0,
+    ):
         if protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         if negatives not in ("uniform", "popularity"):
@@ -109,6 +156,10 @@ class Evaluator:
         if max_users is not None and len(users) > max_users:
             users = np.sort(rng.choice(users, size=max_users, replace=False))
         self.users = users
+        # Repeat consumption: is each user's held-out item already in the input history (aligned with users)?
+        owner = np.repeat(np.arange(len(self.targets)), self.histories.lengths)
+        repeats = owner[self.histories.items == self.targets[owner]]
+        self.in_history = np.isin(users, repeats)
         self.options: dict[str, Any] = {"ks": list(self.ks)}
         if protocol == "full":
             self.options["filter_seen"] = filter_seen
@@ -116,45 +167,89 @@ class Evaluator:
             full = split.history("test")  # train + valid; add the test item so no negative is a held-out item
             everything = ItemSets(full)
             self.negatives = sample_unseen_without_replacement(
-                rng, everything, users, num_negatives, self.num_items, extra=split.test[users],
-                weights=_popularity(full, split.test) if negatives == "popularity" else None)
+                rng,
+                everything,
+                users,
+                num_negatives,
+                self.num_items,
+                extra=split.test[users],
+                weights=_popularity(full, split.test) if negatives == "popularity" else None,
+            )
             self.options.update(negatives=negatives, num_negatives=num_negatives, seed=seed)
 
-    def run(self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024) -> EvalResult:
-        """Evaluate ``scorer`` on all of this evaluator's users (or on the given subset of them)."""
-        start = time.perf_counter()
-        sums, count = self.sums(scorer, users, batch_size)
-        metrics = {k: v / count for k, v in sums.items()} if count else {}
-        return EvalResult(self.protocol, self.which, count, metrics, time.perf_counter() - start, self.options)
+    def run(
+        self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024, progress: bool | None = None
+    ) -> EvalResult:
+        """Evaluate ``scorer`` on all of this evaluator's users (or on the given subset of them).
 
-    def sums(self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024
-             ) -> tuple[dict[str, float], int]:
-        """Metric sums and user count (to add up across processes before dividing)."""
+        ``progress``: a progress bar over user batches on stderr; None (default) shows it only when stderr
+        is a terminal.
+        """
+        start = time.perf_counter()
+        sums, count = self.sums(scorer, users, batch_size, progress)
+        return self.result(sums, count, time.perf_counter() - start)
+
+    def sum_keys(self) -> list[str]:
+        """The names :meth:`sums` returns, the same whatever the users (to add up across processes)."""
+        return [*metric_sums(np.zeros(1, dtype=np.int64), self.ks), *COUNTS]
+
+    def result(self, sums: dict[str, float], count: int, seconds: float) -> EvalResult:
+        """The :class:`EvalResult` of :meth:`sums`' totals (possibly added up over processes)."""
+        metrics = {k: v / count for k, v in sums.items() if k not in COUNTS} if count else {}
+        counts = {k: int(round(sums.get(k, 0.0))) for k in COUNTS}
+        return EvalResult(self.protocol, self.which, count, metrics, seconds, self.options, **counts)
+
+    def sums(
+        self, scorer: Scorer, users: np.ndarray | None = None, batch_size: int = 1024, progress: bool | None = None
+    ) -> tuple[dict[str, float], int]:
+        """Metric sums and :data:`COUNTS`, and the user count (to add up across processes before dividing)."""
         index = np.arange(len(self.users)) if users is None else np.searchsorted(self.users, users)
         # Users of similar history length share a batch, so the model reads little padding.
         index = index[np.argsort(self.histories.lengths[self.users[index]], kind="stable")]
         if self.protocol == "full":
             batch_size = max(1, min(batch_size, SCORE_BUDGET // (self.num_items + 1)))
-        totals: dict[str, float] = {}
-        for lo in range(0, len(index), batch_size):
+        totals: dict[str, float] = dict.fromkeys(COUNTS, 0.0)
+        starts = range(0, len(index), batch_size)
+        bar = tqdm(
+            starts,
+            desc=f"{self.protocol} {self.which}",
+            unit="batch",
+            leave=False,
+            disable=None if progress is None else not progress,
+        )
+        for lo in bar:
             rows = index[lo : lo + batch_size]
-            ranks = self._ranks(scorer, rows)
+            ranks, nonfinite_target, nonfinite_any = self._ranks(scorer, rows)
             for k, v in metric_sums(ranks, self.ks).items():
                 totals[k] = totals.get(k, 0.0) + v
+            totals["held_out_in_history"] += float(self.in_history[rows].sum())
+            totals["nonfinite_target_scores"] += float(nonfinite_target.sum())
+            totals["users_with_nonfinite_scores"] += float(nonfinite_any.sum())
         return totals, len(index)
 
-    def _ranks(self, scorer: Scorer, rows: np.ndarray) -> np.ndarray:
+    def _ranks(self, scorer: Scorer, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pessimistic 0-based ranks of ``rows``' held-out items (``UNREACHABLE`` when not a candidate), and
+        per row: is the held-out item's score non-finite, is any score (held-out item or candidate) non-finite."""
         users = self.users[rows]
         state = scorer.encode(self.histories, users)
         targets = torch.from_numpy(self.targets[users])
         if self.protocol == "sampled":
             candidates = torch.from_numpy(np.concatenate([self.targets[users, None], self.negatives[rows]], 1))
             scores = scorer.score(state, candidates)
-            return (scores[:, 1:] >= scores[:, :1]).sum(1).numpy()
-        return self._full_ranks(scorer, state, users, targets)
+            target_ok = torch.isfinite(scores[:, 0])
+            negatives = _nonfinite_above(scores[:, 1:])
+            ranks = (negatives >= _nonfinite_below(scores[:, 0])[:, None]).sum(1).numpy()
+            return ranks, (~target_ok).numpy(), (~target_ok | (negatives.amax(1) == torch.inf)).numpy()
+        ranks, target_ok, any_nonfinite = self._full_ranks(scorer, state, users, targets)
+        if self.filter_seen:
+            ranks[self.in_history[rows]] = UNREACHABLE
+        return ranks, ~target_ok, ~target_ok | any_nonfinite
 
-    def _full_ranks(self, scorer: Scorer, state: Any, users: np.ndarray, targets: torch.Tensor) -> np.ndarray:
-        """Pessimistic rank of each target among all items (minus seen ones), in item chunks of bounded size."""
+    def _full_ranks(
+        self, scorer: Scorer, state: Any, users: np.ndarray, targets: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pessimistic rank of each target among all items (minus seen ones), in item chunks of bounded size;
+        and per user: is the target's score finite, is any candidate's score non-finite."""
         B = len(users)
         chunk = max(1, SCORE_BUDGET // B)
         lengths = self.histories.lengths[users]
@@ -175,20 +270,38 @@ class Evaluator:
             target_score[inside] = scores[inside.nonzero()[:, 0], targets[inside] - lo]
             if len(bounds) == 1:
                 blocks.append(scores)
+        target_ok = torch.isfinite(target_score)
+        target_score = _nonfinite_below(target_score)
         ranks = torch.zeros(B, dtype=torch.int64)
+        any_nonfinite = torch.zeros(B, dtype=torch.bool)
         for lo in bounds:
             items = torch.arange(lo, min(lo + chunk, self.num_items + 1))
-            # Our own copy: the masking below writes into it, and a scorer may return a view of its state.
-            scores = (blocks[0] if blocks else scorer.score(state, items)).clone()
+            # Our own copy (the masking below writes into it, and a scorer may return a view of its state).
+            scores = _nonfinite_above(blocks[0] if blocks else scorer.score(state, items))
+            # -inf takes out what is not a candidate: padding, the target itself and, with filter_seen, the history.
             if lo == 0:
-                scores[:, 0] = -torch.inf  # padding id, not an item
+                scores[:, 0] = -torch.inf
             if self.filter_seen:
                 keep = (seen_items >= lo) & (seen_items < lo + len(items))
                 scores[seen_rows[keep], seen_items[keep] - lo] = -torch.inf
             inside = (targets >= lo) & (targets < lo + len(items))
-            scores[inside.nonzero()[:, 0], targets[inside] - lo] = -torch.inf  # the target does not rank itself
+            scores[inside.nonzero()[:, 0], targets[inside] - lo] = -torch.inf
             ranks += (scores >= target_score[:, None]).sum(1)
-        return ranks.numpy()
+            any_nonfinite |= scores.amax(1) == torch.inf  # only non-finite scores became +inf
+        return ranks.numpy(), target_ok.numpy(), any_nonfinite.numpy()
+
+
+# Non-finite scores are pessimistic under plain "candidate >= target" counting once rewritten by these two: a
+# NaN or +-inf candidate ranks above any target, and a NaN or +-inf target below every candidate (only the
+# items masked to -inf, which are not candidates, stay below it). So a diverged model never gains a hit.
+def _nonfinite_above(scores: torch.Tensor) -> torch.Tensor:
+    """A copy of candidate ``scores`` with NaN and +-inf replaced by +inf."""
+    return torch.nan_to_num(scores, nan=torch.inf, posinf=torch.inf, neginf=torch.inf)
+
+
+def _nonfinite_below(target: torch.Tensor) -> torch.Tensor:
+    """A copy of target scores ``(B,)`` with NaN and +-inf replaced by the lowest finite value."""
+    return torch.where(torch.isfinite(target), target, torch.finfo(target.dtype).min)
 
 
 def _popularity(full: Sequences, test: np.ndarray) -> np.ndarray:
@@ -196,9 +309,15 @@ def _popularity(full: Sequences, test: np.ndarray) -> np.ndarray:
     return counts[1:].astype(np.float64)
 
 
-def sample_unseen_without_replacement(rng: np.random.Generator, sets: ItemSets, users: np.ndarray, n: int,
-                                      num_items: int, extra: np.ndarray | None = None,
-                                      weights: np.ndarray | None = None) -> np.ndarray:
+def sample_unseen_without_replacement(
+    rng: np.random.Generator,
+    sets: ItemSets,
+    users: np.ndarray,
+    n: int,
+    num_items: int,
+    extra: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     """``(U, n)`` distinct items per user, none in the user's set (nor equal to ``extra[u]``).
 
     Drawn uniformly from ``1..num_items`` or with probability proportional to ``weights`` (``(num_items,)``),
@@ -210,19 +329,31 @@ def sample_unseen_without_replacement(rng: np.random.Generator, sets: ItemSets, 
     pool = num_items if weights is None else int((weights > 0).sum())
     if U and (pool - per_user - 1).min() < n:
         short = int(((pool - per_user - 1) < n).sum())
-        raise ConfigError(f"{short} users have fewer than {n} unseen items to sample as negatives; "
-                          f"lower the number of negatives or use the full protocol")
+        raise ConfigError(
+            f"{short} users have fewer than {n} unseen items to sample as negatives; "
+            f"lower the number of negatives or use the full protocol"
+        )
     p = None if weights is None else weights / weights.sum()
     # Blocks of users bound the temporary arrays (a few (block, 2n) arrays) for millions of users.
     block = 16384
-    blocks = [_sample_block(rng, sets, users[lo : lo + block], n, num_items, p,
-                            None if extra is None else extra[lo : lo + block])
-              for lo in range(0, U, block)]
+    blocks = [
+        _sample_block(
+            rng, sets, users[lo : lo + block], n, num_items, p, None if extra is None else extra[lo : lo + block]
+        )
+        for lo in range(0, U, block)
+    ]
     return np.concatenate(blocks) if blocks else np.zeros((0, n), dtype=np.int32)
 
 
-def _sample_block(rng: np.random.Generator, sets: ItemSets, users: np.ndarray, n: int, num_items: int,
-                  p: np.ndarray | None, extra: np.ndarray | None) -> np.ndarray:
+def _sample_block(
+    rng: np.random.Generator,
+    sets: ItemSets,
+    users: np.ndarray,
+    n: int,
+    num_items: int,
+    p: np.ndarray | None,
+    extra: np.ndarray | None,
+) -> np.ndarray:
     U = len(users)
     out = np.zeros((U, n), dtype=np.int32)
     filled = np.zeros(U, dtype=np.int64)

@@ -13,6 +13,7 @@ from sasrec.config import Config
 from sasrec.data.dataset import split_leave_one_out
 from sasrec.errors import ConfigError
 from sasrec.evaluate import Evaluator, ModelScorer
+from sasrec.metrics import METRICS
 
 
 def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -37,11 +38,54 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     protocols = ("full", "sampled") if args.protocol == "both" else (args.protocol,)
     results = []
     for protocol in protocols:
-        evaluator = Evaluator(split, args.split, protocol, ks=tuple(args.k), filter_seen=not args.no_filter_seen,
-                              num_negatives=args.num_negatives, negatives=args.negatives,
-                              max_users=args.max_users, seed=args.seed)
+        evaluator = Evaluator(
+            split,
+            args.split,
+            protocol,
+            ks=tuple(args.k),
+            filter_seen=not args.no_filter_seen,
+            num_negatives=args.num_negatives,
+            negatives=args.negatives,
+            max_users=args.max_users,
+            seed=args.seed,
+        )
         results.append({"model": name, **evaluator.run(scorer).to_json()})
     out = args.json or (Path(args.run) / f"eval_{args.split}.json" if args.run else None)
     if out:
         write_text(out, json.dumps(results if len(results) > 1 else results[0], indent=2))
     return results
+
+
+def format_result(r: dict[str, Any]) -> str:
+    """One result (:meth:`EvalResult.to_json` form) as the table ``sasrec evaluate`` prints."""
+    filtered = r["protocol"] == "full" and r.get("filter_seen")
+    lines = [
+        f"{r['protocol']} protocol, {r['split']} split, {r['users']} users"
+        + (
+            f", {r['num_negatives']} {r['negatives']} negatives"
+            if r["protocol"] == "sampled"
+            else f", seen items {'filtered' if filtered else 'kept'}"
+        )
+    ]
+    seen = r["held_out_in_history"]
+    lines.append(
+        f"held-out item already in the input history: {seen} of {r['users']} users "
+        f"({100 * r['held_out_in_history_share']:.1f}%)"
+        + (
+            "; each counts as a miss, as recommendations leave seen items out "
+            "(--no-filter-seen keeps them as candidates)"
+            if seen and filtered
+            else ""
+        )
+    )
+    ks = r["ks"]
+    lines.append("metric      " + "".join(f"{'@' + str(k):>9s}" for k in ks))
+    for name in METRICS:
+        lines.append(f"{name:10s}  " + "".join(f"{r['metrics'][f'{name}@{k}']:9.4f}" for k in ks))
+    if r["users_with_nonfinite_scores"]:
+        lines.append(
+            f"warning: {r['users_with_nonfinite_scores']} users got non-finite (NaN or infinite) scores, "
+            f"{r['nonfinite_target_scores']} of them for the held-out item, which then ranks last: "
+            "the model has diverged; retrain it with a lower --lr"
+        )
+    return "\n".join(lines)

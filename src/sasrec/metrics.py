@@ -2,7 +2,9 @@
 
 Input: ``positions``, ``(U, R)`` 0-based positions of each user's R held-out items in the ranked candidate
 list (pessimistic ties already applied by the protocol), with ``-1`` marking "no item" when users have
-different numbers of held-out items. For user u with relevant set R_u and hits h = #{r in R_u: pos_r < K}:
+different numbers of held-out items, and :data:`UNREACHABLE` marking a held-out item that is not in the list
+at all (a miss at every K: a seen item when seen items are filtered). For user u with relevant set R_u and
+hits h = #{r in R_u: pos_r < K}:
 
     HR@K        1 if h > 0
     Precision@K h / K
@@ -19,12 +21,14 @@ import numpy as np
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
 METRICS = ("HR", "NDCG", "Precision", "Recall", "MRR")
+UNREACHABLE = np.iinfo(np.int64).max  # position of a held-out item that is not among the candidates
 
 
 def ranking_metrics(positions: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:
     """Mean HR, NDCG, Precision, Recall and MRR at each K over users (see module docstring)."""
-    return {name: value / len(positions) for name, value in metric_sums(positions, ks).items()} \
-        if len(positions) else {}
+    return (
+        {name: value / len(positions) for name, value in metric_sums(positions, ks).items()} if len(positions) else {}
+    )
 
 
 def metric_sums(positions: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict[str, float]:

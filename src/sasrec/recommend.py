@@ -12,6 +12,11 @@ that callers only ever see original ids:
 * An item id that is not in the catalogue is never mapped to anything: it raises :class:`UnknownItemsError`
   naming it, or is skipped (and reported) with ``unknown="skip"``.
 
+No score returned is ever NaN or infinite. A model whose weights diverged in training (loss ``nan``) scores
+items NaN or +-inf, and then no ranking of it means anything: every scoring call (:meth:`Recommender.score_ids`,
+which all recommendations go through, and :meth:`Recommender.similar_items`) raises :class:`DivergedModelError`
+instead of dropping the bad items and returning a quietly shorter, meaningless list.
+
 Example::
 
     rec = Recommender.load("runs/ml-1m-bce-seed42-...")
@@ -50,9 +55,29 @@ class UnknownItemsError(SASRecError):
 
     def __init__(self, ids: Sequence[str], where: str = "history"):
         shown = ", ".join(repr(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        super().__init__(f"unknown item id(s) in the {where}: {shown}. They are not in the catalogue the run "
-                         "was trained on; remove them, or skip them (unknown='skip', --skip-unknown)")
+        super().__init__(
+            f"unknown item id(s) in the {where}: {shown}. They are not in the catalogue the run "
+            "was trained on; remove them, or skip them (unknown='skip', --skip-unknown)"
+        )
         self.ids = list(ids)
+
+
+class DivergedModelError(SASRecError):
+    """The model gives non-finite (NaN or infinite) scores: its weights diverged, so it must be retrained."""
+
+    def __init__(self, count: int, total: int):
+        super().__init__(
+            f"the model gave {count} of {total} scores as NaN or infinity: its weights diverged in "
+            "training, so its rankings mean nothing. Retrain it with a lower --lr"
+        )
+        self.count = count
+
+
+def check_finite(scores: torch.Tensor) -> None:
+    """Raise :class:`DivergedModelError` if ``scores`` (any shape) holds a NaN or an infinity."""
+    bad = int((~torch.isfinite(scores)).sum())
+    if bad:
+        raise DivergedModelError(bad, scores.numel())
 
 
 @dataclass(frozen=True)
@@ -90,8 +115,7 @@ def read_id_map(path: str | Path) -> list[str]:
                 continue
             new_id, sep, original = line.partition("\t")
             if not sep or not new_id.isdigit():
-                raise SASRecError(f"{path}, line {number}: expected 'new_id<TAB>original_id', "
-                                  f"got {line[:80]!r}")
+                raise SASRecError(f"{path}, line {number}: expected 'new_id<TAB>original_id', got {line[:80]!r}")
             ids[int(new_id)] = _unescape(original)
     if sorted(ids) != list(range(1, len(ids) + 1)):
         raise SASRecError(f"{path}: new ids must be exactly 1..{len(ids)}; re-run `sasrec preprocess`")
@@ -108,8 +132,7 @@ def map_paths(dataset_file: Path) -> tuple[Path, Path]:
     return dataset_file.with_name(f"{stem}.item_map.tsv"), dataset_file.with_name(f"{stem}.user_map.tsv")
 
 
-def locate_dataset(config: Config, run_dir: Path,
-                   data_dir: str | Path | None = None) -> tuple[Config, Path | None]:
+def locate_dataset(config: Config, run_dir: Path, data_dir: str | Path | None = None) -> tuple[Config, Path | None]:
     """The run's dataset file (None for the synthetic one); ``data_dir`` overrides where it is looked up.
 
     For a preset, ``data_dir`` replaces the run's ``data_dir``; for a file path, the file's name is looked up
@@ -123,8 +146,10 @@ def locate_dataset(config: Config, run_dir: Path,
     try:
         return config, dataset_path(config)
     except ConfigError as exc:
-        raise SASRecError(f"cannot find the dataset of run {run_dir}, whose id maps lie next to it ({exc}). "
-                          "Pass data_dir= (--data-dir) pointing at the folder that holds it") from None
+        raise SASRecError(
+            f"cannot find the dataset of run {run_dir}, whose id maps lie next to it ({exc}). "
+            "Pass data_dir= (--data-dir) pointing at the folder that holds it"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------- recommender
@@ -142,20 +167,28 @@ class Recommender:
         chunk_size: histories per forward pass in batched calls.
     """
 
-    def __init__(self, model: SASRec, item_ids: Sequence[str] | None = None,
-                 user_ids: Sequence[str] | None = None, load_data: Callable[[], Sequences] | None = None,
-                 chunk_size: int = DEFAULT_CHUNK):
+    def __init__(
+        self,
+        model: SASRec,
+        item_ids: Sequence[str] | None = None,
+        user_ids: Sequence[str] | None = None,
+        load_data: Callable[[], Sequences] | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ):
         self.model = model.eval()
         self.num_items = model.num_items
         self.maxlen = model.maxlen
         self.device = next(model.parameters()).device
         self.chunk_size = chunk_size
         if item_ids is not None and len(item_ids) != self.num_items:
-            raise SASRecError(f"the item map has {len(item_ids)} ids but the model has {self.num_items} "
-                              "items; is it the map of the dataset this run was trained on?")
+            raise SASRecError(
+                f"the item map has {len(item_ids)} ids but the model has {self.num_items} "
+                "items; is it the map of the dataset this run was trained on?"
+            )
         self.has_item_map = item_ids is not None
-        self._item_names = ["<pad>"] + (list(item_ids) if item_ids is not None
-                                        else [str(i) for i in range(1, self.num_items + 1)])
+        self._item_names = ["<pad>"] + (
+            list(item_ids) if item_ids is not None else [str(i) for i in range(1, self.num_items + 1)]
+        )
         self._item_index = {name: i for i, name in enumerate(self._item_names) if i > 0}
         self._user_index = {u: i for i, u in enumerate(user_ids)} if user_ids is not None else None
         self._load_data = load_data
@@ -164,8 +197,14 @@ class Recommender:
         self._unit_emb: torch.Tensor | None = None
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "cpu",
-             data_dir: str | Path | None = None, chunk_size: int = DEFAULT_CHUNK) -> Recommender:
+    def load(
+        cls,
+        run_dir: str | Path,
+        checkpoint: str = "best",
+        device: str = "cpu",
+        data_dir: str | Path | None = None,
+        chunk_size: int = DEFAULT_CHUNK,
+    ) -> Recommender:
         """Load a run directory's ``best`` (or ``last``) model and the id maps of its dataset.
 
         ``data_dir`` overrides where the dataset file (and its maps) are looked up, when the run was trained
@@ -211,12 +250,12 @@ class Recommender:
 
     def _check_k(self, k: int) -> None:
         if not isinstance(k, int | np.integer) or isinstance(k, bool) or not 1 <= k <= self.num_items:
-            raise ConfigError(f"k must be an integer between 1 and the number of items ({self.num_items}), "
-                              f"got {k!r}")
+            raise ConfigError(f"k must be an integer between 1 and the number of items ({self.num_items}), got {k!r}")
 
     # ---------------------------------------------------------------------------------- recommendations
-    def recommend(self, history: Iterable[ItemId], k: int = 10, exclude_seen: bool = True,
-                  unknown: str = "error") -> list[tuple[str, float]]:
+    def recommend(
+        self, history: Iterable[ItemId], k: int = 10, exclude_seen: bool = True, unknown: str = "error"
+    ) -> list[tuple[str, float]]:
         """Top-``k`` next items for one history of original item ids (oldest first).
 
         Only the most recent ``maxlen`` items are read by the model; with ``exclude_seen`` every item of the
@@ -225,8 +264,9 @@ class Recommender:
         """
         return self.recommend_batch([history], k, exclude_seen, unknown)[0]
 
-    def recommend_batch(self, histories: Sequence[Iterable[ItemId]], k: int = 10, exclude_seen: bool = True,
-                        unknown: str = "error") -> list[list[tuple[str, float]]]:
+    def recommend_batch(
+        self, histories: Sequence[Iterable[ItemId]], k: int = 10, exclude_seen: bool = True, unknown: str = "error"
+    ) -> list[list[tuple[str, float]]]:
         """:meth:`recommend` for many histories: one forward pass per ``chunk_size`` histories."""
         self._check_k(k)
         encoded = []
@@ -237,15 +277,23 @@ class Recommender:
                 where = f"history at index {row}" if len(histories) > 1 else "history"
                 raise UnknownItemsError(exc.ids, where) from None
             if not enc.ids:
-                raise SASRecError(f"history at index {row} has no known item" if enc.skipped else
-                                  f"history at index {row} is empty; give at least one item id")
+                raise SASRecError(
+                    f"history at index {row} has no known item"
+                    if enc.skipped
+                    else f"history at index {row} is empty; give at least one item id"
+                )
             encoded.append(enc.ids)
         return self.recommend_ids(encoded, k, exclude_seen)
 
     @torch.inference_mode()
-    def recommend_ids(self, histories: Sequence[Sequence[int]], k: int = 10,
-                      exclude_seen: bool = True) -> list[list[tuple[str, float]]]:
-        """Top-``k`` for histories already in internal ids (each non-empty, ids in ``1..num_items``)."""
+    def recommend_ids(
+        self, histories: Sequence[Sequence[int]], k: int = 10, exclude_seen: bool = True
+    ) -> list[list[tuple[str, float]]]:
+        """Top-``k`` for histories already in internal ids (each non-empty, ids in ``1..num_items``).
+
+        Raises:
+            DivergedModelError: the model scores some item of some history NaN or +-inf.
+        """
         self._check_k(k)
         results: list[list[tuple[str, float]]] = []
         for start in range(0, len(histories), self.chunk_size):
@@ -253,18 +301,23 @@ class Recommender:
             scores = self.score_ids(chunk, exclude_seen)  # (B, num_items + 1)
             values, indices = scores.topk(k, dim=1)
             for vals, idx in zip(values.cpu().tolist(), indices.cpu().tolist(), strict=True):
-                results.append([(self._item_names[i], v) for v, i in zip(vals, idx, strict=True)
-                                if v != float("-inf")])
+                results.append([(self._item_names[i], v) for v, i in zip(vals, idx, strict=True) if v != float("-inf")])
         return results
 
     @torch.inference_mode()
     def score_ids(self, histories: Sequence[Sequence[int]], exclude_seen: bool = False) -> torch.Tensor:
         """Scores ``(B, num_items + 1)`` of every item for ``B`` internal-id histories, in one forward pass.
 
-        Column 0 (padding) is ``-inf``, and so are the history's items when ``exclude_seen``.
+        Column 0 (padding) is ``-inf``, and so are the history's items when ``exclude_seen``; every other score
+        is finite.
+
+        Raises:
+            DivergedModelError: the model scores some item NaN or +-inf (its weights diverged).
         """
         seq = _right_pad([h[-self.maxlen :] for h in histories]).to(self.device)  # (B, T), T <= maxlen
         scores = self.model.score(self.model.last_hidden(seq)).float()  # (B, num_items + 1)
+        # Checked before any masking: the -inf written below marks excluded items, not a diverged model.
+        check_finite(scores[:, 1:])
         scores[:, 0] = float("-inf")
         if exclude_seen:
             seen = _right_pad(histories).to(self.device)  # (B, L); its padding hits column 0, already -inf
@@ -287,14 +340,23 @@ class Recommender:
         num_users = self.data.num_users
         if self._user_index is not None:
             if len(self._user_index) != num_users:
-                raise SASRecError(f"the user map has {len(self._user_index)} users but the dataset has "
-                                  f"{num_users}; is it the map of this dataset?")
+                raise SASRecError(
+                    f"the user map has {len(self._user_index)} users but the dataset has "
+                    f"{num_users}; is it the map of this dataset?"
+                )
             index = self._user_index.get(str(user_id))
-        else:
-            text = str(user_id)
-            index = int(text) - 1 if text.isdigit() and 1 <= int(text) <= num_users else None
+        else:  # no map: the file's own integer user ids
+            text, file_ids = str(user_id), self.data.user_ids
+            index = None
+            if text.isascii() and text.isdigit():
+                if file_ids is None:
+                    index = int(text) - 1 if 1 <= int(text) <= num_users else None
+                else:
+                    row = int(np.searchsorted(file_ids, int(text)))
+                    index = row if row < num_users and file_ids[row] == int(text) else None
         if index is None:
-            hint = "an original user id of the dataset" if self._user_index is not None else f"1..{num_users}"
+            hint = ("an original user id of the dataset" if self._user_index is not None or self.data.user_ids
+                    is not None else f"1..{num_users}")
             raise SASRecError(f"unknown user {str(user_id)!r}; give {hint}")
         return index
 
@@ -302,15 +364,16 @@ class Recommender:
         """The user's full item sequence in the dataset, in original ids, oldest first."""
         return [self._item_names[i] for i in self.data[self.user_index(user_id)].tolist()]
 
-    def recommend_user(self, user_id: ItemId, k: int = 10,
-                       exclude_seen: bool = True) -> list[tuple[str, float]]:
+    def recommend_user(self, user_id: ItemId, k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         """Top-``k`` next items for a user of the dataset, reading the user's whole sequence as history."""
         history = self.data[self.user_index(user_id)].tolist()
         if not history:
             raise SASRecError(f"user {user_id!r} has no interactions")
         if max(history) > self.num_items:
-            raise SASRecError(f"the dataset has item ids above the model's {self.num_items}; "
-                              "is it the dataset the run was trained on?")
+            raise SASRecError(
+                f"the dataset has item ids above the model's {self.num_items}; "
+                "is it the dataset the run was trained on?"
+            )
         return self.recommend_ids([history], k, exclude_seen)[0]
 
     # ---------------------------------------------------------------------------------- similar items
@@ -321,6 +384,10 @@ class Recommender:
         The input item embedding is used (for a model trained with ``--no-tied-output`` too).
 
         The item itself and padding are never returned. Returns ``(item_id, cosine)`` pairs, best first.
+
+        Raises:
+            UnknownItemsError: ``item`` is not in the catalogue.
+            DivergedModelError: some embedding holds a NaN or infinity (the weights diverged in training).
         """
         self._check_k(k)
         index = self.item_index(item)
@@ -330,10 +397,14 @@ class Recommender:
             weight = self.model.item_emb.weight.float()  # (num_items + 1, d)
             self._unit_emb = torch.nn.functional.normalize(weight, dim=1)
         sims = self._unit_emb @ self._unit_emb[index]  # (N + 1,)
+        check_finite(sims[1:])
         sims[0] = sims[index] = float("-inf")
         values, indices = sims.topk(min(k, self.num_items - 1))
-        return [(self._item_names[i], v) for v, i in zip(values.tolist(), indices.tolist(), strict=True)
-                if v != float("-inf")]
+        return [
+            (self._item_names[i], v)
+            for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+            if v != float("-inf")
+        ]
 
 
 def _right_pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -348,6 +419,38 @@ def _right_pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------- CLI
 
 
+def read_history_file(path: str) -> list[str]:
+    """Item ids from ``--history-file``: one original id per line, verbatim (commas, spaces and quotes are
+    part of the id; only the line ending is removed), empty lines skipped; ``-`` reads standard input."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SASRecError(f"--history-file {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise SASRecError(f"--history-file {path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    ids = [line.removesuffix("\r") for line in text.split("\n")]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise SASRecError(f"--history-file {path} has no item id; give one original item id per line, oldest first")
+    return ids
+
+
+def history_argument(args: argparse.Namespace) -> list[str]:
+    """The history ``sasrec recommend`` was given: ``--item`` (repeated, verbatim), ``--history-file`` or
+    ``--history`` (comma-separated, each id stripped of surrounding spaces)."""
+    if getattr(args, "item", None):
+        return list(args.item)
+    if getattr(args, "history_file", None) is not None:
+        return read_history_file(args.history_file)
+    history = [h.strip() for h in args.history.split(",") if h.strip()]
+    if not history:
+        raise SASRecError(
+            "--history is empty; give comma-separated item ids, e.g. --history '12,7,31' "
+            "(for ids that contain a comma: --item ID, repeated, or --history-file FILE)"
+        )
+    return history
+
+
 def recommend_command(args: argparse.Namespace) -> int:
     """``sasrec recommend`` (arguments: :mod:`sasrec.cli`)."""
     rec = Recommender.load(args.run, args.checkpoint, args.device, data_dir=args.data_dir)
@@ -356,19 +459,18 @@ def recommend_command(args: argparse.Namespace) -> int:
     if args.user is not None:
         items = rec.recommend_user(args.user, args.k, exclude_seen)
     else:
-        history = [h.strip() for h in args.history.split(",") if h.strip()]
-        if not history:
-            raise SASRecError("--history is empty; give comma-separated item ids, e.g. --history '12,7,31'")
-        encoded = rec.encode(history, "skip" if args.skip_unknown else "error")
+        encoded = rec.encode(history_argument(args), "skip" if args.skip_unknown else "error")
         if not encoded.ids:
-            raise SASRecError("none of the --history items is in the catalogue "
-                              f"(skipped: {', '.join(encoded.skipped[:10])})")
+            raise SASRecError(
+                f"none of the history's items is in the catalogue (skipped: {', '.join(encoded.skipped[:10])})"
+            )
         skipped = encoded.skipped
         items = rec.recommend_ids([encoded.ids], args.k, exclude_seen)[0]
     if args.json:
         ranked = [{"rank": r, "item_id": i, "score": s} for r, (i, s) in enumerate(items, start=1)]
         out = {"user": args.user, "skipped": skipped, "items": ranked}
-        print(json.dumps(out, indent=2, ensure_ascii=False))
+        # allow_nan=False: strict JSON; the scores are finite (score_ids refuses a diverged model).
+        print(json.dumps(out, indent=2, ensure_ascii=False, allow_nan=False))
         return 0
     if skipped:
         print(f"skipped {len(skipped)} unknown item id(s): {', '.join(skipped[:10])}", file=sys.stderr)

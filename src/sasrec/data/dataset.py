@@ -21,18 +21,21 @@ from sasrec.errors import DataError
 class Sequences:
     """Per-user item sequences in CSR form: user ``u``'s items are ``items[offsets[u]:offsets[u + 1]]``.
 
-    Users are numbered ``0..num_users-1`` here (file id minus one); items keep their 1-based ids, so id 0 is
+    Users are rows ``0..num_users-1`` here (in ascending file id); items keep their 1-based ids, so id 0 is
     free to mean padding everywhere in the model.
 
     Attributes:
         offsets: ``(num_users + 1,)`` int64, non-decreasing, ``offsets[0] == 0``.
         items: ``(num_interactions,)`` int64 item ids in ``1..num_items``.
         num_items: size of the catalogue (largest valid item id).
+        user_ids: ``(num_users,)`` int64 file id of each row's user, ascending, when read from a file whose
+            user ids are not exactly ``1..num_users``; None means row ``u`` is user ``u + 1``.
     """
 
     offsets: np.ndarray
     items: np.ndarray
     num_items: int
+    user_ids: np.ndarray | None = None
 
     @property
     def num_users(self) -> int:
@@ -308,7 +311,9 @@ def load_sasrec_file(path: str | Path) -> tuple[Sequences, IdUsage]:
         lengths = lengths[order]
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return Sequences(offsets, items.astype(np.int64), usage.max_item), usage
+    file_users = run_users[order].astype(np.int64)
+    dense = file_users[-1] == len(file_users)  # ascending and distinct: 1..N exactly
+    return Sequences(offsets, items.astype(np.int64), usage.max_item, None if dense else file_users), usage
 
 
 def _distinct(ids: np.ndarray) -> int:
