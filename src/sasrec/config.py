@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sasrec.errors import ConfigError
+from sasrec.metrics import METRICS
 
 PRESETS = ("ml-1m", "games", "beauty", "steam", "synthetic")
 # (negatives, shared) when not given. gbce needs per-position negatives: with one set shared by the batch
@@ -84,14 +85,22 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if "@" not in self.metric:
-            raise ConfigError(f"metric must look like NDCG@10 or HR@10, got {self.metric!r}")
+        split_metric(self.metric)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name for f in dataclasses.fields(Config)}
+
+
+def split_metric(metric: str) -> tuple[str, int]:
+    """``"NDCG@20"`` -> ``("NDCG", 20)``. Raises ConfigError naming ``--metric`` for a name not computed."""
+    name, _, k = metric.partition("@")
+    if name not in METRICS or not (k.isascii() and k.isdigit()) or int(k) < 1:
+        raise ConfigError(f"--metric {metric!r}: expected NAME@K with NAME one of {', '.join(METRICS)} and "
+                          "K >= 1, e.g. NDCG@10")
+    return name, int(k)
 
 
 def config_from_dict(values: dict[str, Any], source: str) -> Config:

@@ -7,6 +7,7 @@ and only rank 0 writes the run directory (see :mod:`sasrec.distributed`).
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,20 +17,28 @@ import torch
 from tqdm import tqdm
 
 from sasrec import distributed
-from sasrec.config import Config
+from sasrec.config import Config, split_metric
 from sasrec.data.dataset import Sequences, Split, split_leave_one_out
 from sasrec.distributed import DistInfo
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.evaluate import Evaluator, ModelScorer
 from sasrec.losses import make_loss
+from sasrec.preflight import check_run
 from sasrec.runs import RunDir, build_model, default_run_dir, load_dataset, pick_device
 from sasrec.sampling import TrainSampler
 
 
 class Trainer:
-    """Owns one run: data, model, optimizer, sampler, validation evaluator and the run directory.
+    """Owns one run: data, model, optimizer, sampler, the evaluators and the run directory.
+
+    Construction checks every setting against the data (:func:`sasrec.preflight.check_run`) and draws the
+    sampled protocol's negatives for validation and the final test, so a run that cannot finish fails here,
+    before its first epoch, and writes nothing: ``run``'s directory need not exist yet.
 
     ``dist``: this process's place in a torchrun job (default: a single process). Only its main rank writes.
+
+    Raises:
+        ConfigError: a setting that cannot work on this dataset, naming the option (see :mod:`sasrec.preflight`).
     """
 
     def __init__(self, config: Config, run: RunDir, data: Sequences | None = None, fingerprint: str = "",
@@ -45,23 +54,26 @@ class Trainer:
             data, fingerprint = load_dataset(config)
         self.fingerprint = fingerprint
         self.split: Split = split_leave_one_out(data)
-        if int((self.split.valid > 0).sum()) == 0:
-            raise SASRecError("dataset too small to split: no user has 3 or more interactions "
-                              "(leave-one-out needs one training, one validation and one test item)")
+        self.loss_fn = make_loss(config.loss, config.negatives, **config.loss_options)
+        check_run(config, self.split, self.loss_fn)
         self.device = self.dist.device if self.dist.enabled else pick_device(config.device)
         self.model = build_model(config, data.num_items).to(self.device)
         self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
         self.model.set_dropout_generator(self.dropout_rng)
-        self.loss_fn = make_loss(config.loss, config.negatives, **config.loss_options)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98),
                                           fused=self.device.type == "cpu" or None)
         self.sampler = TrainSampler(self.split.train, config.maxlen, config.batch_size,
                                     self.loss_fn.num_negatives, config.batching, seed=config.seed,
                                     shared_negatives=self.loss_fn.shared)
-        self.validator = Evaluator(self.split, "valid", config.val_protocol, ks=(10,),
+        # HR@10 and NDCG@10 for the per-epoch line, plus the selection metric's K.
+        ks = (10, split_metric(config.metric)[1])
+        self.validator = Evaluator(self.split, "valid", config.val_protocol, ks=ks,
                                    num_negatives=config.eval_negatives, seed=config.seed)
+        self.testers = {protocol: Evaluator(self.split, "test", protocol, num_negatives=config.eval_negatives,
+                                            seed=config.seed)
+                        for protocol in ("sampled", "full")}
         self.epoch = 0
         self.best = {"epoch": 0, "value": -np.inf, "bad_evals": 0}
 
@@ -71,6 +83,10 @@ class Trainer:
 
         Distributed, every rank draws the same global batches and trains on its rows of each; its mean loss
         is weighted so that DDP's gradient average is the whole batch's gradient (``shard_batch``).
+
+        Raises:
+            SASRecError: a step's loss is not finite (the model diverged). The model in memory is then
+                unusable; the run directory still holds the last completed epoch.
         """
         self.model.train()
         # Distributed: per-rank dropout masks, re-created by --resume (no-op in a single process).
@@ -98,7 +114,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += loss.item()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise self._diverged(f"step {steps + 1} of {len(batches)} has loss {value}")
+            total += value
             steps += 1
             bar.set_postfix(loss=f"{total / steps:.4f}")
         return distributed.mean_over_ranks(total, self.dist) / max(steps, 1), positions
@@ -113,6 +132,10 @@ class Trainer:
         while self.epoch < cfg.epochs:
             start = time.perf_counter()
             loss, positions = self.train_epoch()
+            # A last step can leave non-finite weights behind a finite loss; they must not be saved.
+            bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+            if bad:
+                raise self._diverged(f"its last step left non-finite weights in {', '.join(bad[:3])}")
             self.epoch += 1
             record: dict[str, Any] = {"epoch": self.epoch, "loss": round(loss, 6),
                                       "train_seconds": round(time.perf_counter() - start, 3),
@@ -123,7 +146,7 @@ class Trainer:
                 metrics = self.validate()
                 record["eval_seconds"] = round(time.perf_counter() - t0, 3)
                 record["valid"] = metrics
-                value = metrics[cfg.metric] if cfg.metric in metrics else self._metric_missing(metrics)
+                value = metrics[cfg.metric]
                 if value > self.best["value"]:
                     self.best = {"epoch": self.epoch, "value": value, "bad_evals": 0}
                     if self.dist.is_main:
@@ -150,8 +173,13 @@ class Trainer:
                 break
         return self.best
 
-    def _metric_missing(self, metrics: dict[str, float]) -> float:
-        raise ConfigError(f"validation metric {self.config.metric!r} not computed; available: {', '.join(metrics)}")
+    def _diverged(self, what: str) -> SASRecError:
+        """The error that stops a diverged run: where, what, what to try, and what was kept."""
+        cfg = self.config
+        tries = f"a lower --lr (now {cfg.lr:g})" + (f" or --l2-emb (now {cfg.l2_emb:g})" if cfg.l2_emb else "")
+        kept = (f"{self.run.path} keeps epoch {self.epoch}, the last good one (no results were written)"
+                if self.epoch else "no epoch was saved")
+        return SASRecError(f"training diverged in epoch {self.epoch + 1}: {what}; try {tries} in a new run; {kept}")
 
     # ------------------------------------------------------------------ state
     def _save_last(self) -> None:
@@ -187,9 +215,7 @@ class Trainer:
             self.run.load_checkpoint("best", self.model)
         scorer = ModelScorer(self.model, self.device)
         results = {"best_epoch": self.best["epoch"], f"valid_{self.config.metric}": float(self.best["value"])}
-        for protocol in ("sampled", "full"):
-            evaluator = Evaluator(self.split, "test", protocol, num_negatives=self.config.eval_negatives,
-                                  seed=self.config.seed)
+        for protocol, evaluator in self.testers.items():
             results[protocol] = distributed.evaluate(evaluator, scorer, self.dist).to_json()
         if self.dist.is_main:
             self.run.write_results(results)
@@ -259,12 +285,15 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
         run = RunDir.open(resume, need="last.safetensors")
     else:
         # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
-        path = Path(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
-        run = RunDir.create(path) if info.is_main else RunDir(path)
+        run = RunDir(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
+    # Before the directory is made: a run that could not finish fails here, leaving nothing behind.
+    trainer = Trainer(config, run, data, fingerprint, dist=info)
+    if resume is None and info.is_main:
+        RunDir.create(run.path)
     if info.is_main:
         run.lock()
     try:
-        results = _run(config, run, resume is not None, data, fingerprint, info)
+        results = _run(trainer, resume is not None)
     except BaseException as exc:
         if info.is_main:
             if resume is None and not (run / "last.safetensors").exists():
@@ -279,9 +308,8 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
     return results
 
 
-def _run(config: Config, run: RunDir, resuming: bool, data: Sequences, fingerprint: str, info: DistInfo
-         ) -> dict[str, Any]:
-    trainer = Trainer(config, run, data, fingerprint, dist=info)
+def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
+    config, run, info = trainer.config, trainer.run, trainer.dist
     if resuming:
         trainer.resume()
         if info.is_main:
