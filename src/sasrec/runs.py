@@ -102,13 +102,24 @@ class RunDir:
 
     # ---------------------------------------------------------------- creating and locking
     @classmethod
-    def create(cls, path: str | Path) -> RunDir:
-        """Make ``path`` (which must not already hold a run). Raises SASRecError naming ``--resume``."""
+    def check_new(cls, path: str | Path) -> RunDir:
+        """Refuse, before any work, a ``path`` that holds a run or is a file. Raises SASRecError."""
         run = cls(path)
         if (run / LAST).exists() or (run / CONFIG).exists():
             raise SASRecError(f"{run.path} already holds a run; use --resume {run.path} or another --out")
-        if run.path.exists() and not run.path.is_dir():
-            raise SASRecError(f"--out {run.path} is a file, not a directory; choose another --out")
+        for parent in (run.path, *run.path.parents):
+            if parent.exists():
+                if not parent.is_dir():
+                    raise SASRecError(f"--out {run.path}: {parent} is a file, not a directory; choose another --out")
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise SASRecError(f"--out {run.path}: {parent} is not writable; choose another --out")
+                break
+        return run
+
+    @classmethod
+    def create(cls, path: str | Path) -> RunDir:
+        """Make ``path`` (which must not already hold a run). Raises SASRecError naming ``--resume``."""
+        run = cls.check_new(path)
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             probe = run.path / ".write-test"

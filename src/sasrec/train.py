@@ -286,6 +286,8 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
     else:
         # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
         run = RunDir(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
+        if info.is_main:
+            RunDir.check_new(run.path)
     # Before the directory is made: a run that could not finish fails here, leaving nothing behind.
     trainer = Trainer(config, run, data, fingerprint, dist=info)
     if resume is None and info.is_main:
