@@ -107,9 +107,9 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (TRAIN, ["--threads", "-1"], "--threads"),
     (TRAIN, ["--out", "{FILE}"], "--out"),
     (TRAIN, ["--out", "{RO}/run"], "--out"),
-    (["train"], ["--resume", "{MISSING}"], "--resume"),
-    (EVALUATE, ["--run", "{MISSING}"], "--run"),
-    (EVALUATE, ["--run", "{FILE}"], "--run"),
+    (["train"], ["--resume", "{MISSING}"], "missing is not a run directory"),
+    (EVALUATE, ["--run", "{MISSING}"], "missing is not a run directory"),
+    (EVALUATE, ["--run", "{FILE}"], "file.txt is not a run directory"),
     (EVALUATE, ["--checkpoint", "nope"], "--checkpoint"),
     (EVALUATE, ["--baseline", "nope"], "--baseline"),
     (EVALUATE, ["--dataset", "{MISSING}"], "--dataset"),
@@ -128,7 +128,7 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (EVALUATE, ["--json", "{FILE}"], "--json"),  # exists: needs --force
     (EVALUATE, ["--json", "{MISSING}/eval.json"], "--json"),
     (EVALUATE, ["--json", "{RO}/eval.json"], "--json"),
-    (RECOMMEND, ["--run", "{MISSING}"], "--run"),
+    (RECOMMEND, ["--run", "{MISSING}"], "missing is not a run directory"),
     (RECOMMEND, ["--checkpoint", "nope"], "--checkpoint"),
     (RECOMMEND, ["--data-dir", "{FILE}"], "--data-dir"),
     (RECOMMEND, ["--device", "gpu"], "--device"),
@@ -137,7 +137,7 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (RECOMMEND[:3], ["--item", "bogus"], "'bogus'"),  # known only to the run's id map
     (RECOMMEND[:3], ["--history-file", "{MISSING}"], "--history-file"),
     (RECOMMEND, ["--k", "0"], "--k"),
-    (SERVE, ["--run", "{MISSING}"], "--run"),
+    (SERVE, ["--run", "{MISSING}"], "missing is not a run directory"),
     (SERVE, ["--checkpoint", "nope"], "--checkpoint"),
     (SERVE, ["--data-dir", "{FILE}"], "--data-dir"),
     (SERVE, ["--device", "gpu"], "--device"),
@@ -147,11 +147,11 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (SERVE, ["--max-batch", "0"], "--max-batch"),
     (SERVE, ["--max-body-bytes", "0"], "--max-body-bytes"),
     (SERVE, ["--log-level", "loud"], "--log-level"),
-    (EXPORT, ["--run", "{MISSING}"], "--run"),
+    (EXPORT, ["--run", "{MISSING}"], "missing is not a run directory"),
     (EXPORT, ["--checkpoint", "nope"], "--checkpoint"),
     (EXPORT, ["--format", "tflite"], "--format"),
-    (EXPORT, ["--out", "{DIR}"], "--out"),
-    (EXPORT, ["--out", "{FILE}"], "--out"),  # exists: needs --force
+    (EXPORT, ["--out", "{DIR}"], "is a folder"),
+    (EXPORT, ["--out", "{FILE}"], "pass --force"),
     (EXPORT, ["--out", "{RO}/model.onnx"], "--out"),
     (EXPORT, ["--opset", "5"], "--opset"),
     (EXPORT, ["--opset", "99"], "--opset"),
@@ -247,14 +247,14 @@ def test_console_entry_point_prints_one_line() -> None:
     src = Path(sasrec.__file__).parents[1]  # the code under test, wherever it was imported from
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
-        [sys.executable, "-m", "sasrec", "serve", "--run", ".", "--port", "99999"],
+        [sys.executable, "-m", "sasrec", "train", "--epochs", "0"],
         capture_output=True,
         text=True,
         env=env,
         timeout=120,
     )
     assert done.returncode == 2
-    assert done.stderr == "error: --port: must be an integer from 0 to 65535, got 99999\n"
+    assert done.stderr == "error: --epochs: must be >= 1, got 0\n"
 
 
 def test_choices_match_the_library() -> None:

@@ -95,9 +95,6 @@ def config_value(name: str) -> Converter:
     return convert
 
 
-PORT = integer(0, 65535)  # 0: any free port (uvicorn logs the one it got)
-
-
 def device(text: str) -> str:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (whether CUDA is there is checked when the device is used)."""
     index = text.removeprefix("cuda:")
@@ -114,13 +111,6 @@ def metric(text: str) -> str:
     if name in METRICS and k.isdigit() and int(k) >= 1:
         return text
     raise _refuse(f"NAME@K with NAME one of {', '.join(METRICS)}, e.g. NDCG@10", text)
-
-
-def opset(text: str) -> int:
-    """An ONNX opset :mod:`sasrec.export` can write (imported only when ``--opset`` is given: it loads torch)."""
-    from sasrec.export import MAX_OPSET, MIN_OPSET
-
-    return integer(MIN_OPSET, MAX_OPSET)(text)
 
 
 def dataset(text: str) -> str:
@@ -142,15 +132,6 @@ def existing_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
     return path
-
-
-def existing_dir(text: str) -> str:
-    path = Path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} not found")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
-    return text
 
 
 def not_a_file(text: str) -> str:
@@ -197,7 +178,7 @@ def _nearest_existing(path: Path) -> Path:
 def _probe(option: str, path: Path, directory: Path) -> None:
     """Raise ConfigError unless a file can be created in ``directory`` (the probe leaves nothing behind)."""
     if not directory.is_dir():
-        raise ConfigError(f"{option} {path}: {directory} is not a directory")
+        raise ConfigError(f"{option} {path}: {directory} is a file, not a directory")
     try:
         tempfile.TemporaryFile(dir=directory).close()
     except OSError as exc:
@@ -224,6 +205,13 @@ def check_output_file(option: str, path: str | Path, force: bool, make_parents: 
         raise ConfigError(f"{option} {path} already exists; pass --force to overwrite it")
     if not make_parents and not path.parent.is_dir():
         raise ConfigError(f"{option} {path}: the directory {path.parent} does not exist")
+    check_writable(option, path)
+
+
+def check_writable(option: str, path: str | Path) -> None:
+    """Raise ConfigError unless a file can be created at ``path``: its directory, or the nearest existing
+    one above it (for a writer that makes the missing ones), is a directory this process can write in."""
+    path = Path(path)
     _probe(option, path, _nearest_existing(path.parent))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sasrec import argtypes
-from sasrec.argtypes import check_output_dir, check_output_file, config_value
+from sasrec.argtypes import check_output_dir, check_output_file, check_writable, config_value
 from sasrec.config import BATCHINGS, LOSS_NAMES, PRESETS
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.metrics import DEFAULT_KS
@@ -81,8 +81,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=argtypes.device, help="cpu, cuda[:N] or auto (default cpu)")
     p.add_argument("--threads", type=config_value("threads"), help="torch CPU threads (default 0: PyTorch's choice)")
     p.add_argument("--out", help="run directory (default runs/NAME-LOSS-seedS-TIME)")
-    p.add_argument("--resume", type=argtypes.existing_dir, metavar="RUN_DIR",
-                   help="continue an interrupted run from its last epoch")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
     _bool_flag(p, "quiet", "no progress bars or per-epoch lines")
 
 
@@ -105,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", type=argtypes.existing_dir, help="a run directory written by `sasrec train`")
+    p.add_argument("--run", help="a run directory written by `sasrec train`")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
     p.add_argument("--baseline", choices=("pop", "transition"),
                    help="evaluate a non-neural baseline instead of a run (needs --dataset)")
@@ -137,7 +136,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.json:  # a file the user named is never replaced silently; the run's own record is
         check_output_file("--json", args.json, force=args.force, make_parents=False)
-    elif args.run:
+    elif args.run and Path(args.run).is_dir():  # (not a run directory at all: evaluate_command says so)
         check_output_file("--json", Path(args.run) / f"eval_{args.split}.json", force=True, make_parents=False)
     for r in evaluate_command(args):
         print("\n" + format_result(r))
@@ -184,7 +183,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
-    p.add_argument("--run", type=argtypes.existing_dir, required=True, help="a run directory written by `sasrec train`")
+    p.add_argument("--run", required=True, help="a run directory written by `sasrec train`")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"),
                    help="which checkpoint (default best)")
     if data_dir:
@@ -218,12 +217,12 @@ def run_recommend(args: argparse.Namespace) -> int:
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     _add_run_arguments(p)
-    p.add_argument("--port", type=argtypes.PORT, default=8000, help="TCP port (0: any free one; default 8000)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the service)")
-    p.add_argument("--max-batch", type=argtypes.integer(1), default=256,
+    p.add_argument("--max-batch", type=int, default=256,
                    help="most histories per /recommend/batch (default 256)")
-    p.add_argument("--max-body-bytes", type=argtypes.integer(1),
+    p.add_argument("--max-body-bytes", type=int,
                    help="largest request body in bytes, 413 above it (default: a full batch of maxlen ids, "
                         "at least 1 MiB)")
     p.add_argument("--log-level", choices=argtypes.LOG_LEVELS, default="info", help="uvicorn log level (default info)")
@@ -234,7 +233,8 @@ def run_serve(args: argparse.Namespace) -> int:
         from sasrec.serve import serve_command
     except ImportError as exc:
         raise SASRecError(f"serving needs fastapi and uvicorn ({exc}): pip install 'sasrec[serve]'") from None
-    argtypes.check_listen(args.host, args.port)  # before loading the model, not after
+    if 0 <= args.port <= 65535:  # serve_command reports a port out of range, before loading the model too
+        argtypes.check_listen(args.host, args.port)  # a busy port or foreign address: before loading, not after
     return serve_command(args)
 
 
@@ -242,14 +242,17 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     _add_run_arguments(p, data_dir=False)
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
     p.add_argument("--out", help="output file (default RUN_DIR/model.onnx)")
-    p.add_argument("--opset", type=argtypes.opset, default=17, help="ONNX opset version, 14..20 (default 17)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version, 14..20 (default 17)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists (default: refuse)")
 
 
 def run_export(args: argparse.Namespace) -> int:
     from sasrec.export import export_command
 
-    check_output_file("--out", args.out or Path(args.run) / "model.onnx", force=args.force, make_parents=True)
+    # export_command refuses a folder or an existing file first; this also finds a location that cannot be
+    # written although its permission bits allow it (a read-only filesystem; any folder when run as root).
+    if args.out or Path(args.run).is_dir():
+        check_writable("--out", args.out or Path(args.run) / "model.onnx")
     return export_command(args)
 
 
