@@ -103,16 +103,6 @@ def device(text: str) -> str:
     raise _refuse("cpu, cuda, cuda:N or auto", text)
 
 
-def metric(text: str) -> str:
-    """``NAME@K`` with NAME one of :data:`sasrec.metrics.METRICS` and K >= 1, e.g. ``NDCG@10``."""
-    from sasrec.metrics import METRICS
-
-    name, _, k = text.partition("@")
-    if name in METRICS and k.isdigit() and int(k) >= 1:
-        return text
-    raise _refuse(f"NAME@K with NAME one of {', '.join(METRICS)}, e.g. NDCG@10", text)
-
-
 def dataset(text: str) -> str:
     """A preset name (:data:`sasrec.config.PRESETS`) or the path of an existing file."""
     from sasrec.config import PRESETS

@@ -73,7 +73,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after N validations without improvement (0: never)")
     p.add_argument("--max-minutes", type=config_value("max_minutes"),
                    help="stop after the epoch that ends past this wall time (0: no limit)")
-    p.add_argument("--metric", type=argtypes.metric, help="validation metric for model selection (default NDCG@10)")
+    p.add_argument("--metric", help="validation metric for model selection, NAME@K (default NDCG@10)")
     p.add_argument("--val-protocol", choices=("sampled", "full"), help="validation protocol (default sampled)")
     p.add_argument("--eval-negatives", type=config_value("eval_negatives"),
                    help="negatives per user in the sampled protocol (default 100)")
