@@ -15,11 +15,13 @@ import torch
 
 from sasrec.baselines import BASELINES
 from sasrec.config import resolve
+from sasrec.data import registry
 from sasrec.data.dataset import read_sasrec_file, split_leave_one_out
+from sasrec.errors import ConfigError
 from sasrec.evaluate import Evaluator, ModelScorer
 from sasrec.runs import build_model
 
-FILES = {"ml-1m": "ml-1m.txt", "games": "Video.txt"}
+DATASETS = ("ml-1m", "games")
 
 
 def main() -> int:
@@ -28,10 +30,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("results/baselines.json"))
     args = parser.parse_args()
     report: dict = {"threads": torch.get_num_threads(), "baselines": [], "timings": []}
-    for name, file in FILES.items():
-        path = args.data_dir / file
-        if not path.exists():
-            print(f"{name}: skipped, {path} not found")
+    for name in DATASETS:
+        try:
+            path = registry.locate(name, args.data_dir)
+        except ConfigError as exc:
+            print(f"{name}: skipped, {exc}")
             continue
         split = split_leave_one_out(read_sasrec_file(path))
         evaluators = {p: Evaluator(split, "test", p) for p in ("full", "sampled")}

@@ -18,13 +18,15 @@ import tempfile
 import time
 from pathlib import Path
 
-FILES = {"ml-1m": "ml-1m.txt", "games": "Video.txt"}
+from sasrec.data import registry
+from sasrec.errors import ConfigError
+
 GOALS = {"ml-1m": (0.82, 30.0), "games": (0.74, 10.0)}  # (test HR@10, sampled protocol; minutes)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(FILES), required=True)
+    parser.add_argument("--dataset", choices=sorted(GOALS), required=True)
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--minutes", type=float, required=True, help="training budget (--max-minutes)")
     parser.add_argument("--threads", type=int, default=2)
@@ -34,9 +36,10 @@ def main() -> int:
                         help="where the run's config.json, log.jsonl and results.json are kept")
     parser.add_argument("extra", nargs="*", help="more `sasrec train` options, after --")
     args = parser.parse_args()
-    path = args.data_dir / FILES[args.dataset]
-    if not path.exists():
-        print(f"{path} not found: nothing to measure")
+    try:
+        path = registry.locate(args.dataset, args.data_dir)
+    except ConfigError as exc:
+        print(f"{exc}: nothing to measure")
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"

@@ -28,13 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sasrec.config import load_preset  # noqa: E402
 from sasrec.data.dataset import file_sha256  # noqa: E402
+from sasrec.data.registry import DATASETS  # noqa: E402
 
-PAPER_SHA256 = {  # kang205/SASRec data files (see shared/data/PROVENANCE.md)
-    "ml-1m.txt": "b725f3acb3986fe3130bffd1e77a74d182a1f51799567a236dbd60270f95b0a2",
-    "Video.txt": "b7376fe24430743f411dc7f567285657b2adb3f74361cc7ba0aee94f3024b651",
-}
+# kang205/SASRec data files whose sha256 is known (see shared/data/PROVENANCE.md)
+PAPER_SHA256 = {d.paper_file: d.paper_sha256 for d in DATASETS.values() if d.paper_sha256}
 
 
 @dataclass
@@ -246,7 +244,7 @@ def describe(config: dict) -> str:
         text += ", pre-LN"
     if not config.get("tied_output", True):
         text += ", separate output embedding"
-    preset = load_preset(config["preset"]) if config.get("preset") else {}
+    preset = DATASETS[config["preset"]].hyperparameters if config.get("preset") else {}
     text += "".join(f", {key} {config[key]}" for key in ("hidden", "dropout", "maxlen")
                     if key in preset and config[key] != preset[key])
     options = dict(config.get("loss_options") or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -18,6 +19,7 @@ import pytest
 
 from sasrec.cli import main
 from sasrec.data import download as dl
+from sasrec.data import registry
 from sasrec.data.dataset import read_sasrec_file
 from sasrec.errors import SASRecError
 
@@ -55,10 +57,11 @@ def amazon_json(num_users: int = 6, num_items: int = 6) -> bytes:
 
 
 def pin(monkeypatch, name: str, url: str, data: bytes | None, **changes) -> None:
-    """Point SOURCES[name] at ``url`` with the sha256 of ``data`` (None: not pinned)."""
+    """Point the registry's source of dataset ``name`` at ``url`` with the sha256 of ``data`` (None: not pinned)."""
     sha = hashlib.sha256(data).hexdigest() if data is not None else None
     fields = {"url": url, "sha256": sha, "size": None, "member": None, "raw_file": Path(url).name, **changes}
-    monkeypatch.setitem(dl.SOURCES, name, dl.Source(**fields))
+    source = registry.Source(**fields)
+    monkeypatch.setitem(registry.DATASETS, name, dataclasses.replace(registry.DATASETS[name], source=source))
 
 
 def test_success_with_pinned_checksum(server, tmp_path, monkeypatch, capsys):
@@ -125,10 +128,10 @@ def test_unknown_dataset():
 
 
 def test_sources_table():
-    assert set(dl.SOURCES) == {"ml-1m", "beauty", "games", "steam"}
-    assert dl.SOURCES["ml-1m"].member == "ml-1m/ratings.dat"
-    for source in dl.SOURCES.values():
-        assert source.sha256 is None or len(source.sha256) == 64
+    assert set(registry.with_source()) == {"ml-1m", "beauty", "games", "steam"}
+    assert dl.get_source("ml-1m").member == "ml-1m/ratings.dat"
+    for name in registry.with_source():
+        assert dl.get_source(name).sha256 is None or len(dl.get_source(name).sha256) == 64
 
 
 def test_run_download_then_preprocess(server, tmp_path, monkeypatch, capsys):
@@ -136,7 +139,7 @@ def test_run_download_then_preprocess(server, tmp_path, monkeypatch, capsys):
     data = amazon_json()
     (root / "reviews_Beauty.json.gz").write_bytes(data)
     pin(monkeypatch, "beauty", "http://unused.invalid/reviews_Beauty.json.gz", data)
-    assert main(["download", "beauty", "--dest", str(tmp_path / "raw"), "--output", str(tmp_path / "data"),
+    assert main(["download", "beauty", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data"),
                  "--base-url", base, "--preprocess"]) == 0
     seqs = read_sasrec_file(tmp_path / "data" / "Beauty.txt")
     assert (seqs.num_users, seqs.num_items, len(seqs.items)) == (6, 6, 36)

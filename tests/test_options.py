@@ -32,25 +32,27 @@ from sasrec.model import Dropout
 # MISSING a path that does not exist, RO a directory nobody may write in, OUT a fresh path for this case only.
 PREPROCESS = (
     "preprocess --format csv --input {FIX}/events.tsv --user-col session --item-col product --time-col ts "
-    "--delimiter tab --min-count 1 --output {OUT}"
+    "--delimiter tab --min-count 1 --out {OUT}"
 ).split()
-DOWNLOAD = "download ml-1m --dest {OUT}/raw --output {OUT}/data --preprocess --base-url http://127.0.0.1:9".split()
-PREPROCESS_DOWNLOAD = "preprocess --dataset ml-1m --download --output {OUT}".split()
+DOWNLOAD = "download ml-1m --raw-dir {OUT}/raw --out {OUT}/data --preprocess --base-url http://127.0.0.1:9".split()
+PREPROCESS_DOWNLOAD = "preprocess --dataset ml-1m --download --out {OUT}".split()
 # The run's dataset has 20 items: 5 sampled negatives leave room for every user's history.
 TRAIN = "train --dataset {DATA} --out {OUT}/run --epochs 1 --eval-negatives 5 --quiet".split()
-EVALUATE = "evaluate --run {RUN} --protocol sampled --num-negatives 5 --json {OUT}.json".split()
+EVALUATE = "evaluate --run {RUN} --protocol sampled --eval-negatives 5 --out {OUT}.json".split()
 RECOMMEND = ["recommend", "--run", "{RUN}", "--history", "m101"]
 SERVE = ["serve", "--run", "{RUN}"]
 EXPORT = ["export", "--run", "{RUN}", "--out", "{OUT}/model.onnx"]
 
 # (base command, bad arguments appended to it (argparse keeps the last value), text the error line must hold:
-# the option's name unless a message from deeper down names the value instead)
+# the option's name unless a message from deeper down names the value instead). A former spelling of an
+# option (FORMER_SPELLINGS) is named as typed.
 CASES: list[tuple[list[str], list[str], str]] = [
     (PREPROCESS, ["--dataset", "nope"], "--dataset"),
     (PREPROCESS, ["--input", "{MISSING}"], "--input"),
     (PREPROCESS, ["--input", "{DIR}"], "--input"),
+    (PREPROCESS, ["--out", "{FILE}"], "--out"),
+    (PREPROCESS, ["--out", "{RO}/out"], "--out"),
     (PREPROCESS, ["--output", "{FILE}"], "--output"),
-    (PREPROCESS, ["--output", "{RO}/out"], "--output"),
     (PREPROCESS, ["--name", "a/b"], "--name"),
     (PREPROCESS, ["--format", "nope"], "--format"),
     (PREPROCESS, ["--user-col", "nope"], "user column 'nope'"),  # needs the file's header: the reader says
@@ -62,8 +64,10 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (PREPROCESS_DOWNLOAD, ["--raw-dir", "{FILE}"], "--raw-dir"),
     (PREPROCESS_DOWNLOAD, ["--raw-dir", "{RO}/raw"], "--raw-dir"),
     (DOWNLOAD[:1], ["nope"], "NAME"),
+    (DOWNLOAD, ["--raw-dir", "{FILE}"], "--raw-dir"),
+    (DOWNLOAD, ["--raw-dir", "{RO}/raw"], "--raw-dir"),
     (DOWNLOAD, ["--dest", "{FILE}"], "--dest"),
-    (DOWNLOAD, ["--dest", "{RO}/raw"], "--dest"),
+    (DOWNLOAD, ["--out", "{FILE}"], "--out"),
     (DOWNLOAD, ["--output", "{FILE}"], "--output"),
     (DOWNLOAD, ["--base-url", "mirror.example.org/files"], "--base-url"),
     (DOWNLOAD, ["--timeout", "0"], "--timeout"),
@@ -84,6 +88,8 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (TRAIN, ["--dropout", "nan"], "--dropout"),
     (TRAIN, ["--lr", "0"], "--lr"),
     (TRAIN, ["--lr", "inf"], "--lr"),
+    (TRAIN, ["--adam-beta1", "1"], "--adam-beta1"),
+    (TRAIN, ["--adam-beta2", "-0.1"], "--adam-beta2"),
     (TRAIN, ["--batch-size", "0"], "--batch-size"),
     (TRAIN, ["--epochs", "0"], "--epochs"),
     (TRAIN, ["--epochs", "1.5"], "--epochs"),
@@ -118,16 +124,19 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (EVALUATE, ["--split", "nope"], "--split"),
     (EVALUATE, ["--k", "0"], "--k"),
     (EVALUATE, ["--k", "10", "-5"], "--k"),
+    (EVALUATE, ["--negative-sampling", "nope"], "--negative-sampling"),
     (EVALUATE, ["--negatives", "nope"], "--negatives"),
-    (EVALUATE, ["--num-negatives", "-1"], "--num-negatives"),
+    (EVALUATE, ["--eval-negatives", "-1"], "--eval-negatives"),
+    (EVALUATE, ["--eval-negatives", "0"], "--eval-negatives"),
     (EVALUATE, ["--num-negatives", "0"], "--num-negatives"),
     (EVALUATE, ["--max-users", "0"], "--max-users"),
     (EVALUATE, ["--seed", "-1"], "--seed"),
     (EVALUATE, ["--device", "gpu"], "--device"),
-    (EVALUATE, ["--json", "{DIR}"], "--json"),
-    (EVALUATE, ["--json", "{FILE}"], "--json"),  # exists: needs --force
-    (EVALUATE, ["--json", "{MISSING}/eval.json"], "--json"),
-    (EVALUATE, ["--json", "{RO}/eval.json"], "--json"),
+    (EVALUATE, ["--out", "{DIR}"], "--out"),
+    (EVALUATE, ["--out", "{FILE}"], "--out"),  # exists: needs --force
+    (EVALUATE, ["--out", "{MISSING}/eval.json"], "--out"),
+    (EVALUATE, ["--out", "{RO}/eval.json"], "--out"),
+    (EVALUATE, ["--json", "{FILE}"], "--json"),  # --json FILE, the former spelling of --out FILE
     (RECOMMEND, ["--run", "{MISSING}"], "missing is not a run directory"),
     (RECOMMEND, ["--checkpoint", "nope"], "--checkpoint"),
     (RECOMMEND, ["--data-dir", "{FILE}"], "--data-dir"),
@@ -156,6 +165,40 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (EXPORT, ["--opset", "5"], "--opset"),
     (EXPORT, ["--opset", "99"], "--opset"),
 ]
+
+
+# Options renamed for one vocabulary across subcommands: (subcommand, former spelling, current spelling, value).
+# The former spellings still work, hidden from --help, so that scripts written before keep running.
+FORMER_SPELLINGS: list[tuple[str, str, str, str | None]] = [
+    ("preprocess", "--output", "--out", "d"),
+    ("download", "--output", "--out", "d"),
+    ("download", "--dest", "--raw-dir", "d/raw"),
+    ("evaluate", "--json", "--out", "e.json"),
+    ("evaluate", "--num-negatives", "--eval-negatives", "50"),
+    ("evaluate", "--negatives", "--negative-sampling", "popularity"),
+    ("evaluate", "--no-filter-seen", "--include-seen", None),
+]
+
+
+@pytest.mark.parametrize("command, former, current, value", FORMER_SPELLINGS)
+def test_former_spellings_mean_the_current_options(command, former, current, value) -> None:
+    parser = cli.build_parser(only=command)
+    base = ["ml-1m"] if command == "download" else []
+    given = [value] if value is not None else []
+    old, new = (vars(parser.parse_args([*base, option, *given])) for option in (former, current))
+    assert old.pop("spelled") == {current: former}  # error messages name the option as it was typed
+    assert old == new and new != vars(parser.parse_args(base))
+    if former != "--json":  # --json is also the current flag that prints JSON; the others are hidden
+        assert former not in parser.format_help()
+
+
+def test_evaluate_json_prints_json(places, capsys) -> None:
+    import json
+
+    assert main(["evaluate", "--run", places["RUN"], "--protocol", "sampled", "--eval-negatives", "5", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["protocol"] == "sampled" and printed["num_negatives"] == 5
+    assert printed == json.loads((Path(places["RUN"]) / "eval_test.json").read_text())
 
 
 def _writable(directory: Path) -> bool:
@@ -231,6 +274,7 @@ def _options_taking_values(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def test_the_table_covers_every_option_of_every_subcommand() -> None:
+    """Every option that takes a value has a bad-value case, its former spelling too."""
     for name in cli.COMMANDS:
         covered = {a for base, bad, _ in CASES if base[0] == name for a in bad if a.startswith("--")}
         covered |= {"NAME"} if name == "download" else set()
@@ -310,7 +354,7 @@ def test_config_defaults_are_valid() -> None:
 def test_evaluate_json_refuses_an_existing_file_unless_forced(places, tmp_path, capsys) -> None:
     target = tmp_path / "eval.json"
     target.write_text("keep me\n")
-    args = ["evaluate", "--run", places["RUN"], "--protocol", "sampled", "--num-negatives", "5", "--json", str(target)]
+    args = ["evaluate", "--run", places["RUN"], "--protocol", "sampled", "--eval-negatives", "5", "--out", str(target)]
     assert main(args) == 2
     assert "pass --force" in capsys.readouterr().err and target.read_text() == "keep me\n"
     assert main([*args, "--force"]) == 0

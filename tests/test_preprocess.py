@@ -18,7 +18,7 @@ from helpers import FIXTURES, shared_file
 
 from sasrec import atomic
 from sasrec.atomic import write_files as write_atomically
-from sasrec.data import download, preprocess
+from sasrec.data import download, preprocess, registry
 from sasrec.data.dataset import file_sha256, read_sasrec_file
 from sasrec.data.preprocess import keep_mask, preprocess_file, preprocess_rows
 from sasrec.data.readers import read_rows
@@ -291,7 +291,7 @@ def test_run_with_preset_and_format(tmp_path, capsys):
             "steam",
             "--input",
             str(FIXTURES / "steam_reviews_sample.json"),
-            "--output",
+            "--out",
             str(tmp_path),
             "--min-count",
             "2",
@@ -320,14 +320,14 @@ def test_run_counts_duplicates_in_summary_and_stats(tmp_path, capsys):
         "--min-count",
         "1",
     ]
-    assert preprocess.run(parse([*argv, "--output", str(tmp_path / "paper")])) == 0
+    assert preprocess.run(parse([*argv, "--out", str(tmp_path / "paper")])) == 0
     assert (
         "3 exact duplicate rows (same user, item and time): kept as the paper does, 3 of them in the "
         "output; --dedupe drops them"
     ) in capsys.readouterr().out
     stats = json.loads((tmp_path / "paper" / "log.stats.json").read_text())
     assert (stats["raw"]["duplicates"], stats["duplicates"], stats["interactions"]) == (3, 3, 7)
-    assert preprocess.run(parse([*argv, "--output", str(tmp_path / "dedupe"), "--dedupe"])) == 0
+    assert preprocess.run(parse([*argv, "--out", str(tmp_path / "dedupe"), "--dedupe"])) == 0
     assert "3 exact duplicate rows (same user, item and time): dropped (--dedupe)" in capsys.readouterr().out
     stats = json.loads((tmp_path / "dedupe" / "log.stats.json").read_text())
     assert (stats["raw"]["duplicates"], stats["duplicates"], stats["interactions"]) == (3, 0, 4)
@@ -351,7 +351,7 @@ def test_run_generic_tsv(tmp_path, capsys):
             "csv",
             "--input",
             str(FIXTURES / "events.tsv"),
-            "--output",
+            "--out",
             str(tmp_path),
             "--user-col",
             "session",
@@ -380,11 +380,11 @@ def test_run_generic_tsv(tmp_path, capsys):
 )
 def test_run_rejects_bad_option_combinations(argv, tmp_path):
     with pytest.raises(ConfigError):
-        preprocess.run(parse([*argv, "--output", str(tmp_path)]))
+        preprocess.run(parse([*argv, "--out", str(tmp_path)]))
 
 
 def test_run_without_input_points_at_download(tmp_path):
-    args = parse(["--dataset", "beauty", "--raw-dir", str(tmp_path), "--output", str(tmp_path)])
+    args = parse(["--dataset", "beauty", "--raw-dir", str(tmp_path), "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="reviews_Beauty.json.gz does not exist.*--download"):
         preprocess.run(args)
 
@@ -421,7 +421,7 @@ def reference(rows: list[tuple[str, str, float]], min_count: int = 5) -> tuple[l
 )
 def test_real_sample_matches_plain_reference(tmp_path, sample, dataset):
     path = shared_file(sample)
-    fmt = preprocess.PRESETS[dataset].fmt
+    fmt = registry.DATASETS[dataset].raw_format
     stats = preprocess_file(path, tmp_path, "out", fmt, dataset=dataset, progress=False)
     users, items, seqs = reference([(u, i, t) for u, i, t, _ in read_rows(fmt, path)])
     assert read_sasrec_file(tmp_path / "out.txt").to_lists() == seqs

@@ -38,7 +38,7 @@ def test_catalogue_of_mostly_unused_ids_is_refused_with_the_fix(tmp_path):
     message = str(error)
     assert message.startswith(f"{path}: 199,960 of the item ids 1..200,000 never occur (only 40 distinct")
     assert error.line is None and "\n" not in message
-    assert f"sasrec preprocess --format sasrec --min-count 1 --input {path} --output" in message
+    assert f"sasrec preprocess --format sasrec --min-count 1 --input {path} --out" in message
 
 
 def test_the_suggested_command_renumbers_and_writes_id_maps(tmp_path, capsys):
@@ -48,7 +48,7 @@ def test_the_suggested_command_renumbers_and_writes_id_maps(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     preprocess.add_arguments(parser)
     out = tmp_path / "renumbered"
-    args = parser.parse_args(["--format", "sasrec", "--min-count", "1", "--input", str(path), "--output", str(out)])
+    args = parser.parse_args(["--format", "sasrec", "--min-count", "1", "--input", str(path), "--out", str(out)])
     assert preprocess.run(args) == 0
     seqs, usage = load_sasrec_file(out / "log.txt")
     assert seqs.to_lists() == [[1, 2, 3], [3, 2, 1, 4]]  # users by first appearance: 7, then 3

@@ -104,14 +104,14 @@ def device(text: str) -> str:
 
 
 def dataset(text: str) -> str:
-    """A preset name (:data:`sasrec.config.PRESETS`) or the path of an existing file."""
-    from sasrec.config import PRESETS
+    """A dataset name (:data:`sasrec.data.registry.DATASETS`) or the path of an existing file."""
+    from sasrec.data.registry import NAMES
 
-    if text in PRESETS or Path(text).is_file():
+    if text in NAMES or Path(text).is_file():
         return text
-    what = "is a directory" if Path(text).is_dir() else "is neither a preset nor a file"
+    what = "is a directory" if Path(text).is_dir() else "is neither a dataset name nor a file"
     raise argparse.ArgumentTypeError(
-        f"{_shown(text)} {what}; give a preset ({', '.join(PRESETS)}) or a SASRec-format file"
+        f"{_shown(text)} {what}; give a dataset name ({', '.join(NAMES)}) or a SASRec-format file"
     )
 
 
@@ -156,6 +156,44 @@ def key_value(text: str) -> tuple[str, float | bool]:
         return key, float(value)
     except ValueError:
         raise _refuse("KEY=VALUE with VALUE a number or true/false", text) from None
+
+
+# ------------------------------------------------------------------------------------- former spellings
+
+
+class _FormerSpelling(argparse.Action):
+    """Stores into the current option's ``dest`` and remembers, in ``namespace.spelled``, that the user wrote
+    the former spelling, so that later messages name the option as typed (see :func:`spelled`)."""
+
+    def __init__(self, option_strings, dest, current: str, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.current = current
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.spelled = {**getattr(namespace, "spelled", {}), self.current: option_string}
+
+
+def add_former_spelling(parser: argparse.ArgumentParser, former: str, current: argparse.Action) -> None:
+    """Accept ``former``, hidden from ``--help``, as another spelling of the option ``current`` (the Action
+    ``add_argument`` returned), so that scripts written before a rename keep working, silently."""
+    parser.add_argument(
+        former,
+        action=_FormerSpelling,
+        current=current.option_strings[0],
+        dest=current.dest,
+        nargs=current.nargs,
+        const=current.const,
+        type=current.type,
+        choices=current.choices,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+
+
+def spelled(args: argparse.Namespace, option: str) -> str:
+    """``option`` as the user wrote it: its former spelling if that was used (:func:`add_former_spelling`)."""
+    return getattr(args, "spelled", {}).get(option, option)
 
 
 # ------------------------------------------------------------------------------------- output locations

@@ -9,14 +9,23 @@ block), output locations right after, before any work; deeper problems raise
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from sasrec import argtypes
-from sasrec.argtypes import check_output_dir, check_output_file, check_writable, config_value
-from sasrec.config import BATCHINGS, LOSS_NAMES, PRESETS
+from sasrec.argtypes import (
+    add_former_spelling,
+    check_output_dir,
+    check_output_file,
+    check_writable,
+    config_value,
+    spelled,
+)
+from sasrec.config import BATCHINGS, LOSS_NAMES, loss_help
+from sasrec.data.registry import NAMES
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.metrics import DEFAULT_KS
 
@@ -34,12 +43,18 @@ def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", type=argtypes.dataset,
-                   help=f"a preset dataset ({', '.join(PRESETS)}; file looked up in --data-dir) "
-                   "or the path of a SASRec-format file (default: the embedded synthetic dataset)")
-    p.add_argument("--data-dir", type=argtypes.not_a_file,
-                   help="where preset datasets' files are looked up (default: data)")
-    p.add_argument("--preset", choices=PRESETS, help="hyperparameter preset (default: the dataset's own)")
+    p.add_argument(
+        "--dataset",
+        type=argtypes.dataset,
+        help=f"a dataset name ({', '.join(NAMES)}; its file is looked up in --data-dir) "
+        "or the path of a SASRec-format file (default: synthetic, the embedded dataset)",
+    )
+    _add_data_dir(p, None)  # None: the --config file's, else Config's ("data")
+    p.add_argument(
+        "--preset",
+        choices=NAMES,
+        help="the paper's hyperparameters for this dataset (default: the dataset's own, if it has a name)",
+    )
     p.add_argument("--config", type=argtypes.existing_file, help="a TOML file of Config values (see sasrec/config.py)")
     p.add_argument("--maxlen", type=config_value("maxlen"), help="longest sequence read (paper: 200 ml-1m, 50 others)")
     p.add_argument("--hidden", type=config_value("hidden"), help="embedding size d (paper: 50)")
@@ -47,40 +62,80 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-heads", type=config_value("num_heads"), help="attention heads (paper: 1)")
     p.add_argument("--dropout", type=config_value("dropout"), help="dropout rate (paper: 0.2 ml-1m, 0.5 others)")
     _bool_flag(p, "norm-first", "pre-LN blocks instead of the reference's arrangement")
-    _bool_flag(p, "tied-output", "score items with the input item embedding, as the paper (default); "
-               "--no-tied-output learns a separate output embedding (gSASRec's default)")
+    _bool_flag(
+        p,
+        "tied-output",
+        "score items with the input item embedding, as the paper (default); "
+        "--no-tied-output learns a separate output embedding (gSASRec's default)",
+    )
     p.add_argument("--lr", type=config_value("lr"), help="Adam learning rate (paper: 0.001)")
+    p.add_argument("--adam-beta1", type=config_value("adam_beta1"), help="Adam's beta1 (default 0.9, the reference's)")
+    p.add_argument(
+        "--adam-beta2",
+        type=config_value("adam_beta2"),
+        help="Adam's beta2 (default 0.98, the reference's; PyTorch's own is 0.999)",
+    )
     p.add_argument("--batch-size", type=config_value("batch_size"), help="users per batch (paper: 128)")
-    p.add_argument("--epochs", type=config_value("epochs"),
-                   help="maximum epochs (>= 1; with --resume, the total to reach)")
-    p.add_argument("--l2-emb", type=config_value("l2_emb"),
-                   help="L2 penalty on the input item embedding (default 0; a separate output embedding is not "
-                   "penalised)")
-    p.add_argument("--loss", choices=LOSS_NAMES, help="training loss: bce (paper), ce, sampled-ce, gbce")
-    p.add_argument("--negatives", type=config_value("negatives"),
-                   help="negatives per position for bce/sampled-ce/gbce (default: 1 for bce; 256 for "
-                        "sampled-ce, shared by the batch, and for gbce, per position)")
-    p.add_argument("--loss-option", type=argtypes.key_value, action="append", metavar="KEY=VALUE",
-                   help="loss option, repeatable: shared=true (bce, sampled-ce, gbce: one negative set per batch), "
-                        "t=0.75 (gbce), in_batch=true (sampled-ce), chunk_size=8192 (ce)")
-    p.add_argument("--batching", choices=BATCHINGS,
-                   help="batch composition: random = the reference's sampler; bucket (default) groups users of "
-                        "similar length so batches carry little padding")
-    _bool_flag(p, "position-weighting", "weigh every position alike across batches (default: on unless "
-               "--batching random, the reference's per-batch mean)")
+    p.add_argument(
+        "--epochs", type=config_value("epochs"), help="maximum epochs (>= 1; with --resume, the total to reach)"
+    )
+    p.add_argument(
+        "--l2-emb",
+        type=config_value("l2_emb"),
+        help="L2 penalty on the input item embedding (default 0; a separate output embedding is not penalised)",
+    )
+    p.add_argument("--loss", choices=LOSS_NAMES, help="training loss: bce (paper, default), ce, sampled-ce, gbce")
+    negatives_default, options_help = loss_help()
+    p.add_argument(
+        "--negatives",
+        type=config_value("negatives"),
+        metavar="N",
+        help=f"how many negatives the loss draws per position (default: {negatives_default})",
+    )
+    p.add_argument(
+        "--loss-option",
+        type=argtypes.key_value,
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"an option of the loss, repeatable. {options_help}",
+    )
+    p.add_argument(
+        "--batching",
+        choices=BATCHINGS,
+        help="batch composition: random = the reference's sampler; bucket (default) groups users of "
+        "similar length so batches carry little padding",
+    )
+    _bool_flag(
+        p,
+        "position-weighting",
+        "weigh every position alike across batches (default: on unless "
+        "--batching random, whose per-batch mean is the reference's)",
+    )
     p.add_argument("--eval-every", type=config_value("eval_every"), help="validate every N epochs (default 1)")
-    p.add_argument("--patience", type=config_value("patience"),
-                   help="stop after N validations without improvement (0: never)")
-    p.add_argument("--max-minutes", type=config_value("max_minutes"),
-                   help="stop after the epoch that ends past this wall time (0: no limit)")
-    p.add_argument("--metric", help="validation metric for model selection, NAME@K (default NDCG@10)")
+    p.add_argument(
+        "--patience", type=config_value("patience"), help="stop after N validations without improvement (0: never)"
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=config_value("max_minutes"),
+        help="stop after the epoch that ends past this wall time (0: no limit)",
+    )
+    p.add_argument(
+        "--metric",
+        help="validation metric for model selection, NAME@K (default NDCG@10); "
+        "validation computes it at K besides HR@10 and NDCG@10",
+    )
     p.add_argument("--val-protocol", choices=("sampled", "full"), help="validation protocol (default sampled)")
-    p.add_argument("--eval-negatives", type=config_value("eval_negatives"),
-                   help="negatives per user in the sampled protocol (default 100)")
+    p.add_argument(
+        "--eval-negatives",
+        type=config_value("eval_negatives"),
+        metavar="N",
+        help="sampled protocol (validation and the final test): negatives per user (default 100)",
+    )
     p.add_argument("--seed", type=config_value("seed"), help="random seed (default 42)")
     p.add_argument("--device", type=argtypes.device, help="cpu, cuda[:N] or auto (default cpu)")
     p.add_argument("--threads", type=config_value("threads"), help="torch CPU threads (default 0: PyTorch's choice)")
-    p.add_argument("--out", help="run directory (default runs/NAME-LOSS-seedS-TIME)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/NAME-LOSS-seedS-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
     _bool_flag(p, "quiet", "no progress bars or per-epoch lines")
 
@@ -89,8 +144,11 @@ def run_train(args: argparse.Namespace) -> int:
     from sasrec.config import resolve
     from sasrec.train import train
 
-    overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("command", "func", "config", "resume", "loss_option")}
+    overrides = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "func", "config", "resume", "loss_option", "spelled")
+    }
     if args.loss_option:
         overrides["loss_options"] = dict(args.loss_option)
     if args.resume:
@@ -103,43 +161,103 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class _JsonFlag(argparse.Action):
+    """``--json``: print JSON instead of tables. ``--json FILE``, the option's former meaning in ``evaluate``,
+    still writes FILE, as ``--out FILE`` does now."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if values is None:
+            namespace.json = True
+        else:
+            namespace.out = values
+            namespace.spelled = {**getattr(namespace, "spelled", {}), "--out": "--json"}
+
+
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", help="a run directory written by `sasrec train`")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
-    p.add_argument("--baseline", choices=("pop", "transition"),
-                   help="evaluate a non-neural baseline instead of a run (needs --dataset)")
-    p.add_argument("--dataset", type=argtypes.dataset,
-                   help="dataset for --baseline (preset name or SASRec-format file)")
-    p.add_argument("--data-dir", type=argtypes.not_a_file, default="data",
-                   help="where preset datasets' files are looked up")
-    p.add_argument("--protocol", choices=("sampled", "full", "both"), default="both")
+    p.add_argument(
+        "--baseline",
+        choices=("pop", "transition"),
+        help="evaluate a non-neural baseline instead of a run (needs --dataset)",
+    )
+    p.add_argument(
+        "--dataset", type=argtypes.dataset, help="dataset for --baseline (a dataset name or a SASRec-format file)"
+    )
+    _add_data_dir(p, "data")
+    p.add_argument(
+        "--protocol",
+        choices=("sampled", "full", "both"),
+        default="both",
+        help="full ranking, sampled negatives, or both (default)",
+    )
     p.add_argument("--split", choices=("test", "valid"), default="test")
-    p.add_argument("--k", type=argtypes.integer(1), nargs="+", default=list(DEFAULT_KS),
-                   help="cut-offs (default 1 5 10 20 50)")
-    p.add_argument("--negatives", choices=("uniform", "popularity"), default="uniform",
-                   help="sampled protocol: how negatives are drawn")
-    p.add_argument("--num-negatives", type=argtypes.integer(1), default=100,
-                   help="sampled protocol: negatives per user")
-    p.add_argument("--no-filter-seen", action="store_true", help="full protocol: keep history items as candidates")
-    p.add_argument("--max-users", type=argtypes.integer(1),
-                   help="evaluate a seeded random subset of users (paper: 10000)")
-    p.add_argument("--seed", type=config_value("seed"), default=42,
-                   help="seed of the user subset and sampled negatives")
+    p.add_argument(
+        "--k",
+        type=argtypes.integer(1),
+        nargs="+",
+        default=list(DEFAULT_KS),
+        metavar="K",
+        help="the cut-offs K of the metrics, one or more (default 1 5 10 20 50)",
+    )
+    negatives = p.add_argument(
+        "--eval-negatives",
+        type=argtypes.integer(1),
+        default=100,
+        metavar="N",
+        help="sampled protocol: negatives per user (default 100)",
+    )
+    add_former_spelling(p, "--num-negatives", negatives)
+    sampling = p.add_argument(
+        "--negative-sampling",
+        choices=("uniform", "popularity"),
+        default="uniform",
+        help="sampled protocol: how negatives are drawn (default uniform)",
+    )
+    add_former_spelling(p, "--negatives", sampling)
+    seen = p.add_argument(
+        "--include-seen",
+        action="store_true",
+        help="full protocol: keep the history's items as candidates (default: left out, as recommend does)",
+    )
+    add_former_spelling(p, "--no-filter-seen", seen)
+    p.add_argument(
+        "--max-users", type=argtypes.integer(1), help="evaluate a seeded random subset of users (paper: 10000)"
+    )
+    p.add_argument(
+        "--seed", type=config_value("seed"), default=42, help="seed of the user subset and sampled negatives"
+    )
     p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda[:N] or auto (default cpu)")
-    p.add_argument("--json", help="also write the results JSON here (default: RUN_DIR/eval_SPLIT.json, replaced "
-                   "on every evaluation)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the results JSON to this file instead of RUN_DIR/eval_SPLIT.json (which is "
+        "replaced on every evaluation); a baseline's are written only here",
+    )
+    p.add_argument(
+        "--json",
+        action=_JsonFlag,
+        nargs="?",
+        default=False,
+        metavar="FILE",
+        help="print the results as JSON instead of tables (--json FILE: former spelling of --out FILE)",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from sasrec.evaluate_cli import evaluate_command, format_result
 
-    if args.json:  # a file the user named is never replaced silently; the run's own record is
-        check_output_file("--json", args.json, force=args.force, make_parents=False)
+    if args.out:  # a file the user named is never replaced silently; the run's own record is
+        check_output_file(spelled(args, "--out"), args.out, force=args.force, make_parents=False)
     elif args.run and Path(args.run).is_dir():  # (not a run directory at all: evaluate_command says so)
-        check_output_file("--json", Path(args.run) / f"eval_{args.split}.json", force=True, make_parents=False)
-    for r in evaluate_command(args):
-        print("\n" + format_result(r))
+        check_output_file("--out", Path(args.run) / f"eval_{args.split}.json", force=True, make_parents=False)
+    results = evaluate_command(args)
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    else:
+        for r in results:
+            print("\n" + format_result(r))
     return 0
 
 
@@ -154,9 +272,9 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
     if args.input is not None and not args.input.is_file():
         raise ConfigError(f"--input {args.input}: {'is a directory' if args.input.is_dir() else 'not found'}")
-    check_output_dir("--output", args.output)
+    check_output_dir(spelled(args, "--out"), args.out)
     if args.download:
-        check_output_dir("--raw-dir", args.raw_dir)
+        check_output_dir(spelled(args, "--raw-dir"), args.raw_dir)
     return preprocess.run(args)
 
 
@@ -167,28 +285,39 @@ def add_download_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from sasrec.data import download, preprocess
+    from sasrec.data import download, preprocess, registry
 
-    check_output_dir("--dest", args.dest)
+    check_output_dir(spelled(args, "--raw-dir"), args.raw_dir)
     if args.preprocess:
-        check_output_dir("--output", args.output)
-    raw = download.download(args.dataset, args.dest, args.base_url, args.timeout, force=args.force)
+        check_output_dir(spelled(args, "--out"), args.out)
+    raw = download.download(args.dataset, args.raw_dir, args.base_url, args.timeout, force=args.force)
     print(f"raw file: {raw}")
     if args.preprocess:
-        preset = preprocess.PRESETS[args.dataset]
-        stats = preprocess.preprocess_file(raw, args.output, preset.name, preset.fmt, force=args.force,
-                                           dataset=args.dataset)
-        print(preprocess.summary(stats, Path(args.output)))
+        dataset = registry.get(args.dataset)
+        stats = preprocess.preprocess_file(
+            raw, args.out, dataset.output_name, dataset.raw_format, force=args.force, dataset=args.dataset
+        )
+        print(preprocess.summary(stats, Path(args.out)))
     return 0
+
+
+def _add_data_dir(p: argparse.ArgumentParser, default: str | None, shown: str = "data") -> None:
+    """``--data-dir``: the directory where a dataset's file, and its id maps, are looked up by name.
+    ``default`` None leaves the choice to the Config (train) or the run (``shown`` says which)."""
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        type=argtypes.not_a_file,
+        default=default,
+        help=f"where a dataset's file and its id maps are looked up (default: {shown})",
+    )
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     p.add_argument("--run", required=True, help="a run directory written by `sasrec train`")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"),
-                   help="which checkpoint (default best)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
     if data_dir:
-        p.add_argument("--data-dir", type=argtypes.not_a_file,
-                       help="where to look for the run's dataset file and id maps, if moved")
+        _add_data_dir(p, None, "the run's own; give it when the files have moved")
         p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda[:N] or auto (default cpu)")
 
 
@@ -196,17 +325,34 @@ def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
     _add_run_arguments(p)
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="an original user id of the run's dataset (history: the user's sequence)")
-    who.add_argument("--history", help="comma-separated original item ids, oldest first, e.g. '1193,661,914' "
-                     "(an id with a comma: --item or --history-file)")
-    who.add_argument("--item", action="append", metavar="ID",
-                     help="one original item id, verbatim (commas allowed); repeat it, oldest first")
-    who.add_argument("--history-file", metavar="FILE",
-                     help="original item ids, one per line, oldest first ('-': standard input)")
-    p.add_argument("--k", type=argtypes.integer(1), default=10, help="number of recommendations (default 10)")
+    who.add_argument(
+        "--history",
+        help="comma-separated original item ids, oldest first, e.g. '1193,661,914' "
+        "(an id with a comma: --item or --history-file)",
+    )
+    who.add_argument(
+        "--item",
+        action="append",
+        metavar="ID",
+        help="one original item id, verbatim (commas allowed); repeat it, oldest first",
+    )
+    who.add_argument(
+        "--history-file", metavar="FILE", help="original item ids, one per line, oldest first ('-': standard input)"
+    )
+    p.add_argument(
+        "--k",
+        type=argtypes.integer(1),
+        default=10,
+        metavar="K",
+        help="the cut-off K: how many items to recommend (default 10)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--include-seen", action="store_true", help="allow the history's items in the results")
-    p.add_argument("--skip-unknown", action="store_true",
-                   help="ignore item ids not in the catalogue (default: name them and stop)")
+    p.add_argument(
+        "--include-seen", action="store_true", help="allow the history's items in the results (default: left out)"
+    )
+    p.add_argument(
+        "--skip-unknown", action="store_true", help="ignore item ids not in the catalogue (default: name them and stop)"
+    )
 
 
 def run_recommend(args: argparse.Namespace) -> int:
@@ -218,13 +364,17 @@ def run_recommend(args: argparse.Namespace) -> int:
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     _add_run_arguments(p)
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the service)")
-    p.add_argument("--max-batch", type=int, default=256,
-                   help="most histories per /recommend/batch (default 256)")
-    p.add_argument("--max-body-bytes", type=int,
-                   help="largest request body in bytes, 413 above it (default: a full batch of maxlen ids, "
-                        "at least 1 MiB)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the service)",
+    )
+    p.add_argument("--max-batch", type=int, default=256, help="most histories per /recommend/batch (default 256)")
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        help="largest request body in bytes, 413 above it (default: a full batch of maxlen ids, at least 1 MiB)",
+    )
     p.add_argument("--log-level", choices=argtypes.LOG_LEVELS, default="info", help="uvicorn log level (default info)")
 
 
@@ -241,7 +391,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     _add_run_arguments(p, data_dir=False)
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
-    p.add_argument("--out", help="output file (default RUN_DIR/model.onnx)")
+    p.add_argument("--out", metavar="FILE", help="output file (default RUN_DIR/model.onnx)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version, 14..20 (default 17)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists (default: refuse)")
 

@@ -1,26 +1,41 @@
-"""Training configuration as plain values: defaults < preset TOML < ``--config`` TOML < command line."""
+"""Training configuration as plain values: defaults < preset < ``--config`` TOML < command line.
+
+:meth:`Config.validate` checks every field (types and ranges from :data:`LIMITS`, the loss, its negatives and
+typed options from :data:`LOSS_SPECS`, the metric) before anything is written: ``sasrec train`` creates no run
+directory for a config that fails it. The command line checks each value with the same rules while parsing
+(:func:`sasrec.argtypes.config_value`).
+
+Defaults that depend on other fields are ``None`` in the dataclass and filled in ONE place,
+:meth:`Config.__post_init__`, whatever builds the Config (``resolve``, ``Config(...)``, a saved run):
+
+=====================  ==========================================================================
+``negatives``          the loss's count in :data:`LOSS_SPECS`: 1 for bce (the paper's), 0 for ce (draws
+                       none), 256 for sampled-ce and gbce
+``position_weighting`` on unless ``batching`` is ``"random"`` (the reference's batches need none)
+``loss_options``       ``shared`` for sampled-ce (true, unless ``in_batch``) and gbce (false), when not given
+=====================  ==========================================================================
+
+A run's ``config.json`` holds the filled values. The hyperparameter preset (``preset``, by default the
+dataset's own when it is a named dataset of :mod:`sasrec.data.registry`) is applied by :func:`resolve`,
+which loads its values before building the Config.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sasrec.data import registry
 from sasrec.errors import ConfigError
 from sasrec.metrics import METRICS
 
-PRESETS = ("ml-1m", "games", "beauty", "steam", "synthetic")
-# (negatives, shared) when not given. gbce needs per-position negatives: with one set shared by the batch
-# it did not learn on Games (full-ranking validation HR@10 0.0007 after 2 epochs vs 0.0192 per position).
-SAMPLED_LOSS_DEFAULTS = {"sampled-ce": (256, True), "gbce": (256, False)}
-# The names sasrec.sampling.BATCHING and sasrec.losses.LOSSES hold (not imported here: they load torch).
+# The names sasrec.sampling.BATCHING holds (not imported here: it loads torch).
 BATCHINGS = ("random", "shuffle", "bucket")
-LOSS_NAMES = ("bce", "ce", "sampled-ce", "gbce")
 # Dropout masks keep a value when a random uint16 is >= round(p * 65536) (sasrec.model.Dropout.mask): a rate
 # that rounds to 65536 would keep nothing and scale by 1/0, so the largest usable rate is 65535/65536.
 MAX_DROPOUT = 65535 / 65536
@@ -39,10 +54,12 @@ LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "num_heads": (lambda v: v >= 1, ">= 1"),
     "dropout": (_dropout_ok, f">= 0 and at most {MAX_DROPOUT:.6f} (dropout masks work in steps of 1/65536)"),
     "lr": (lambda v: v > 0, "> 0"),
+    "adam_beta1": (lambda v: 0 <= v < 1, ">= 0 and < 1"),
+    "adam_beta2": (lambda v: 0 <= v < 1, ">= 0 and < 1"),
     "batch_size": (lambda v: v >= 1, ">= 1"),
     "epochs": (lambda v: v >= 1, ">= 1"),  # 0 would test an untrained model as if it were a result
     "l2_emb": (lambda v: v >= 0, ">= 0"),
-    "negatives": (lambda v: v >= 0, ">= 0"),  # each loss says whether it needs >= 1 (sasrec.losses)
+    "negatives": (lambda v: v >= 0, ">= 0"),  # whether the loss needs >= 1: LOSS_SPECS
     "eval_every": (lambda v: v >= 1, ">= 1"),
     "patience": (lambda v: v >= 0, ">= 0 (0: never stop early)"),
     "max_minutes": (lambda v: v >= 0, ">= 0 (0: no limit)"),
@@ -52,12 +69,157 @@ LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------- losses
+
+
+@dataclass(frozen=True)
+class LossOption:
+    """One option of a loss (``--loss-option KEY=VALUE``, ``loss_options`` in TOML).
+
+    ``kind``: ``bool`` (true/false; 1/0 and their strings are accepted), ``int`` (an integral number: TOML and
+    the command line may give ``8192.0``) or ``float``; ``test``/``requirement``: the allowed range of a
+    number; ``default``: the loss's own; ``default_text``: how ``--help`` states it, when it depends on more.
+    """
+
+    kind: type
+    default: Any
+    help: str
+    test: Callable[[float], bool] = lambda v: True
+    requirement: str = ""
+    default_text: str | None = None
+
+    def convert(self, loss: str, name: str, value: Any) -> Any:
+        """``value`` as ``kind``; ConfigError naming the loss and option otherwise."""
+        if self.kind is bool:
+            converted = _as_bool(value)
+            if converted is None:
+                raise ConfigError(f"loss {loss!r}: option {name} must be true or false, got {value!r}")
+            return converted
+        number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if self.kind is int:
+            if not number or value != int(value) or not self.test(value):
+                raise ConfigError(f"loss {loss!r}: option {name} must be an integer {self.requirement}, got {value!r}")
+            return int(value)
+        if not number or not self.test(value):
+            raise ConfigError(f"loss {loss!r}: option {name} must be a number {self.requirement}, got {value!r}")
+        return float(value)
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    return None
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What :class:`Config` knows of a loss of :mod:`sasrec.losses`, without loading torch.
+
+    ``negatives``: the count when ``Config.negatives`` is None; ``needs_negatives``: whether fewer than one is
+    refused (sampled-ce: unless ``in_batch``); ``shared``: the ``shared`` option when not given (None: the
+    loss's own default).
+    """
+
+    negatives: int
+    needs_negatives: bool
+    options: Mapping[str, LossOption]
+    shared: bool | None = None
+
+
+_SHARED_HELP = "one set of negatives for the whole batch instead of one per position"
+LOSS_SPECS: dict[str, LossSpec] = {
+    "bce": LossSpec(1, True, {"shared": LossOption(bool, False, _SHARED_HELP)}),
+    "ce": LossSpec(
+        0,
+        False,
+        {
+            "chunk_size": LossOption(
+                int, 0, "items per chunk of the normaliser (0: automatic)", lambda v: v >= 0, ">= 0"
+            )
+        },
+    ),
+    # Shared negatives: 7x faster than per position for sampled-ce. gbce needs per-position ones: shared by the
+    # batch it did not learn on Games (full-ranking validation HR@10 0.0007 after 2 epochs vs 0.0192).
+    "sampled-ce": LossSpec(
+        256,
+        True,
+        {
+            "in_batch": LossOption(bool, False, "the batch's other targets as negatives, with logQ correction"),
+            "shared": LossOption(bool, False, _SHARED_HELP, default_text="true unless in_batch"),
+        },
+        shared=True,
+    ),
+    "gbce": LossSpec(
+        256,
+        True,
+        {
+            "t": LossOption(float, 0.75, "calibration (0: plain BCE)", lambda v: 0 <= v <= 1, "in [0, 1]"),
+            "shared": LossOption(bool, False, _SHARED_HELP),
+        },
+        shared=False,
+    ),
+}
+LOSS_NAMES = tuple(LOSS_SPECS)
+
+
+def loss_settings(loss: str, negatives: int, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` of ``loss`` converted to their types, after checking the loss's name, its ``negatives``
+    count and every option; raises ConfigError naming the first problem. (:func:`sasrec.losses.make_loss`
+    builds losses from these values.)"""
+    spec = LOSS_SPECS.get(loss)
+    if spec is None:
+        raise ConfigError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_SPECS)}")
+    if isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 0:
+        raise ConfigError(f"negatives must be >= 0, got {negatives!r}")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise ConfigError(
+            f"loss {loss!r}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(spec.options) or 'none'}"
+        )
+    values = {name: spec.options[name].convert(loss, name, value) for name, value in options.items()}
+    if values.get("in_batch") and values.get("shared"):
+        raise ConfigError(f"loss {loss!r}: options in_batch and shared exclude each other; pick one")
+    if spec.needs_negatives and negatives < 1 and not values.get("in_batch"):
+        alternative = " (or in_batch = true)" if "in_batch" in spec.options else ""
+        raise ConfigError(f"loss {loss!r} needs negatives >= 1{alternative}, got {negatives}")
+    return values
+
+
+def loss_help() -> tuple[str, str]:
+    """``--help`` texts of ``--negatives`` and ``--loss-option``: the defaults of :data:`LOSS_SPECS`."""
+    by_count: dict[int, list[str]] = {}
+    for name, spec in LOSS_SPECS.items():
+        by_count.setdefault(spec.negatives, []).append(name)
+    negatives = ", ".join(f"{n} for {' and '.join(names)}" for n, names in by_count.items())
+    kinds = {bool: "true/false", int: "integer", float: "number"}
+    options = "; ".join(
+        f"{loss}: "
+        + ", ".join(
+            f"{key} ({kinds[o.kind]}{' ' + o.requirement if o.requirement else ''}, default "
+            f"{o.default_text or str(o.default).lower()}): {o.help}"
+            for key, o in spec.options.items()
+        )
+        for loss, spec in LOSS_SPECS.items()
+    )
+    return negatives, options
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
 @dataclass
 class Config:
+    """Every setting of a training run. ``None`` marks a default that depends on other fields; see the module
+    docstring for the rule of each and :meth:`__post_init__`, which fills them."""
+
     # data
-    dataset: str = "synthetic"  # a preset name (file looked up in data_dir) or a path to a SASRec-format file
+    dataset: str = "synthetic"  # a name of sasrec.data.registry (file looked up in data_dir) or a file path
     data_dir: str = "data"
-    preset: str | None = None  # hyperparameter preset; defaults to the dataset's own when it has one
+    preset: str | None = None  # hyperparameter preset (a dataset name); resolve() defaults it to the dataset's own
     # model (the paper's defaults, Sec. IV-C)
     maxlen: int = 50
     hidden: int = 50
@@ -68,21 +230,23 @@ class Config:
     # Score items with the input item embedding (the paper's shared embedding). False adds a separate
     # output embedding (gSASRec's default); with gbce on Games it learned faster early but ended lower.
     tied_output: bool = True
-    # optimisation (Adam with betas (0.9, 0.98), as the reference)
+    # optimisation: Adam, with the reference's betas (kang205/SASRec's tf.train.AdamOptimizer(beta2=0.98))
     lr: float = 0.001
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
     batch_size: int = 128
     epochs: int = 200
     l2_emb: float = 0.0
     loss: str = "bce"
-    negatives: int = 1
-    loss_options: dict[str, float] = field(default_factory=dict)
+    negatives: int | None = None  # None: LOSS_SPECS[loss].negatives (1 bce, 0 ce, 256 sampled-ce and gbce)
+    loss_options: dict[str, float | bool] = field(default_factory=dict)  # the loss's LossOptions
     batching: str = "bucket"  # "random" is the reference's sampler (see sampling.TrainSampler)
     # Scale each batch's mean loss by its share of the epoch's positions, so every position weighs the same
     # whatever batch it lands in (as in the reference's random batches, on average). Length-bucketed
     # batches hold very different numbers of positions; unweighted, a batch of short sequences moves the
-    # model as much as one of long ones. ``resolve`` turns it on unless batching is "random".
-    position_weighting: bool = False
-    # validation and model selection (validation split only)
+    # model as much as one of long ones. None: on unless batching is "random".
+    position_weighting: bool | None = None
+    # validation and model selection (validation split only): the validator computes the metric at its K
     eval_every: int = 1
     patience: int = 20  # evaluations without improvement before stopping; 0 disables early stopping
     max_minutes: float = 0.0  # stop after the first epoch that ends past this wall time (0: no limit)
@@ -96,32 +260,51 @@ class Config:
     out: str | None = None
     quiet: bool = False
 
+    def __post_init__(self) -> None:
+        """Fill the defaults that depend on other fields (the table in the module docstring). Values given
+        are kept; an unknown loss is left for :meth:`validate` to name."""
+        if self.position_weighting is None:
+            self.position_weighting = self.batching != "random"
+        spec = LOSS_SPECS.get(self.loss) if isinstance(self.loss, str) else None
+        if spec is None:
+            return
+        if self.negatives is None:
+            self.negatives = spec.negatives
+        options = self.loss_options
+        if spec.shared is not None and isinstance(options, dict) and "shared" not in options:
+            if not _as_bool(options.get("in_batch", False)):  # in-batch negatives are not drawn at all
+                self.loss_options = {**options, "shared": spec.shared}
+
     def validate(self) -> None:
         """Raise ConfigError naming the first field with a wrong type or value (see :data:`LIMITS`)."""
         for f in dataclasses.fields(self):
             problem = field_problem(f.name, getattr(self, f.name))
             if problem:
                 raise ConfigError(f"{f.name} {problem}, got {getattr(self, f.name)!r}")
-        self._check_loss()
+        loss_settings(self.loss, self.negatives, self.loss_options)
         checks = [
-            (self.hidden % self.num_heads == 0,
-             f"hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})"),
-            (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
-             f"device must be cpu, cuda or auto, got {self.device!r}"),
-            (self.val_protocol in ("sampled", "full"),
-             f"val_protocol must be sampled or full, got {self.val_protocol!r}"),
+            (
+                self.hidden % self.num_heads == 0,
+                f"hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})",
+            ),
+            (
+                self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
+                f"device must be cpu, cuda or auto, got {self.device!r}",
+            ),
+            (
+                self.val_protocol in ("sampled", "full"),
+                f"val_protocol must be sampled or full, got {self.val_protocol!r}",
+            ),
             (self.batching in BATCHINGS, f"batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}"),
+            (
+                self.preset is None or self.preset in registry.DATASETS,
+                f"preset must be one of {', '.join(registry.NAMES)}, got {self.preset!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         split_metric(self.metric)
-
-    def _check_loss(self) -> None:
-        """The loss, its negatives and options, checked now rather than once a run directory exists."""
-        from sasrec.losses import make_loss
-
-        make_loss(self.loss, self.negatives, **self.loss_options)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -130,9 +313,15 @@ class Config:
 FIELDS = {f.name for f in dataclasses.fields(Config)}
 # The Python types each annotation accepts, and their name in errors (annotations are strings here).
 _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
-    "int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
-    "str": ((str,), "a string"), "str | None": ((str, type(None)), "a string"),
-    "dict[str, float]": ((dict,), "a table of numbers and true/false"),
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"),
+    "str": ((str,), "a string"),
+    "str | None": ((str, type(None)), "a string"),
+    # None only before __post_init__ fills it, or with an unknown loss (validate then names the loss)
+    "int | None": ((int, type(None)), "an integer"),
+    "bool | None": ((bool, type(None)), "true or false"),
+    "dict[str, float | bool]": ((dict,), "a table of numbers and true/false"),
 }
 FIELD_TYPES = {f.name: _TYPES[f.type] for f in dataclasses.fields(Config)}
 
@@ -149,7 +338,7 @@ def field_problem(name: str, value: Any) -> str | None:
         return f"must be {kind}"
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
-    if name in LIMITS and not LIMITS[name][0](value):
+    if name in LIMITS and value is not None and not LIMITS[name][0](value):
         return f"must be {LIMITS[name][1]}"
     return None
 
@@ -158,8 +347,9 @@ def split_metric(metric: str) -> tuple[str, int]:
     """``"NDCG@20"`` -> ``("NDCG", 20)``. Raises ConfigError naming ``--metric`` for a name not computed."""
     name, _, k = metric.partition("@")
     if name not in METRICS or not (k.isascii() and k.isdigit()) or int(k) < 1:
-        raise ConfigError(f"--metric {metric!r}: expected NAME@K with NAME one of {', '.join(METRICS)} and "
-                          "K >= 1, e.g. NDCG@10")
+        raise ConfigError(
+            f"--metric {metric!r}: expected NAME@K with NAME one of {', '.join(METRICS)} and K >= 1, e.g. NDCG@10"
+        )
     return name, int(k)
 
 
@@ -167,21 +357,15 @@ def config_from_dict(values: dict[str, Any], source: str) -> Config:
     """A validated Config from saved values (e.g. a run's ``config.json``); ``source`` names it in errors."""
     unknown = set(values) - FIELDS
     if unknown:
-        raise ConfigError(f"{source}: unknown keys {', '.join(sorted(unknown))} (written by another version "
-                          "of sasrec?)")
+        raise ConfigError(
+            f"{source}: unknown keys {', '.join(sorted(unknown))} (written by another version of sasrec?)"
+        )
     config = Config(**values)
     try:
         config.validate()
     except (ConfigError, TypeError) as exc:
         raise ConfigError(f"{source}: {exc}") from None
     return config
-
-
-def load_preset(name: str) -> dict[str, Any]:
-    """The preset's values (hyperparameters, plus ``files``: the file names to look for)."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return tomllib.loads(resources.files("sasrec.presets").joinpath(f"{name}.toml").read_text())
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -197,25 +381,17 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def resolve(overrides: dict[str, Any], config_file: str | None = None) -> Config:
-    """Build the config: defaults, then the preset, then ``config_file``, then ``overrides`` (non-None)."""
+def resolve(overrides: dict[str, Any], config_file: str | Path | None = None) -> Config:
+    """Build and validate the config: defaults, then the preset's hyperparameters, then ``config_file``, then
+    ``overrides`` (None values ignored). The preset is ``preset`` if given, else the dataset's own when
+    ``dataset`` is a name of :mod:`sasrec.data.registry`."""
     file_values = load_toml(config_file) if config_file else {}
     given = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
     dataset = given.get("dataset", Config.dataset)
-    preset = given.get("preset") or (dataset if dataset in PRESETS else None)
-    values = {k: v for k, v in (load_preset(preset) if preset else {}).items() if k in FIELDS}
-    values.update(given)
-    values["preset"] = preset
-    values.setdefault("position_weighting", values.get("batching", Config.batching) != "random")
-    if values.get("loss") in SAMPLED_LOSS_DEFAULTS:
-        # One negative (the dataclass default, the paper's for bce) starves these losses: unless told
-        # otherwise they get 256; sampled-ce shares them across the batch (7x faster than per position).
-        negatives, shared = SAMPLED_LOSS_DEFAULTS[values["loss"]]
-        values.setdefault("negatives", negatives)
-        options = dict(values.get("loss_options") or {})
-        if not options.get("in_batch"):
-            options.setdefault("shared", shared)
-        values["loss_options"] = options
+    preset = given.get("preset") or (dataset if dataset in registry.DATASETS else None)
+    if preset is not None and preset not in registry.DATASETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(registry.NAMES)}")
+    values = {**(registry.DATASETS[preset].hyperparameters if preset else {}), **given, "preset": preset}
     config = Config(**values)
     config.validate()
     return config
@@ -225,17 +401,11 @@ def dataset_path(config: Config) -> Path | None:
     """The SASRec-format file to train on, or None for the embedded synthetic dataset."""
     if config.dataset == "synthetic":
         return None
-    if config.dataset in PRESETS:
-        names = load_preset(config.dataset).get("files", [])
-        for name in names:
-            candidate = Path(config.data_dir) / name
-            if candidate.exists():
-                return candidate
-        raise ConfigError(
-            f"dataset {config.dataset!r}: none of {', '.join(names)} found in {config.data_dir!r}. "
-            f"Preprocess it with `sasrec preprocess --dataset {config.dataset} --input RAW --output "
-            f"{config.data_dir}` (or `sasrec download {config.dataset}`), or pass --data-dir")
+    if config.dataset in registry.DATASETS:
+        return registry.locate(config.dataset, config.data_dir)
     path = Path(config.dataset)
     if not path.exists():
-        raise ConfigError(f"dataset {config.dataset!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+        raise ConfigError(
+            f"dataset {config.dataset!r} is neither a dataset name ({', '.join(registry.NAMES)}) nor a file"
+        )
     return path

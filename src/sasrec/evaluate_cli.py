@@ -43,14 +43,14 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
             args.split,
             protocol,
             ks=tuple(args.k),
-            filter_seen=not args.no_filter_seen,
-            num_negatives=args.num_negatives,
-            negatives=args.negatives,
+            filter_seen=not args.include_seen,
+            num_negatives=args.eval_negatives,
+            negatives=args.negative_sampling,
             max_users=args.max_users,
             seed=args.seed,
         )
         results.append({"model": name, **evaluator.run(scorer).to_json()})
-    out = args.json or (Path(args.run) / f"eval_{args.split}.json" if args.run else None)
+    out = args.out or (Path(args.run) / f"eval_{args.split}.json" if args.run else None)
     if out:
         write_text(out, json.dumps(results if len(results) > 1 else results[0], indent=2))
     return results
@@ -72,8 +72,7 @@ def format_result(r: dict[str, Any]) -> str:
         f"held-out item already in the input history: {seen} of {r['users']} users "
         f"({100 * r['held_out_in_history_share']:.1f}%)"
         + (
-            "; each counts as a miss, as recommendations leave seen items out "
-            "(--no-filter-seen keeps them as candidates)"
+            "; each counts as a miss, as recommendations leave seen items out (--include-seen keeps them as candidates)"
             if seen and filtered
             else ""
         )

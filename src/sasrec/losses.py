@@ -47,7 +47,6 @@ Shared negatives (option ``shared=true`` of ``bce``, ``sampled-ce`` and ``gbce``
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -55,31 +54,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sasrec.errors import ConfigError
+from sasrec.config import LOSS_SPECS, loss_settings
 
 # Automatic chunk size of ``ce``: at most this many (position, item) scores are held per chunk.
 # 1M float32 scores = 4 MiB, cache-sized: 1.5x faster than 16M-score chunks on ML-1M batches (1 thread).
 CE_CHUNK_ELEMENTS = 2**20
 CE_CHUNK_ELEMENTS_GPU = 2**24  # on a GPU, larger chunks: fewer kernel launches
-
-
-def _int_option(loss: str, name: str, value: Any, minimum: int) -> int:
-    """``value`` as an int >= ``minimum`` (TOML/CLI may give 8192.0); ConfigError otherwise."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value == int(value)
-    if not ok or value < minimum:
-        raise ConfigError(f"loss {loss!r}: option {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _bool_option(loss: str, name: str, value: Any) -> bool:
-    """``value`` as a bool (accepts true/false and 1/0); ConfigError otherwise."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
-    raise ConfigError(f"loss {loss!r}: option {name} must be true or false, got {value!r}")
 
 
 def negative_logits(hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
@@ -107,10 +87,8 @@ class BCELoss(nn.Module):
 
     def __init__(self, num_negatives: int = 1, shared: bool = False):
         super().__init__()
-        if num_negatives < 1:
-            raise ConfigError(f"loss 'bce' needs negatives >= 1, got {num_negatives}")
         self.num_negatives = num_negatives
-        self.shared = _bool_option("bce", "shared", shared)
+        self.shared = shared
 
     def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                 item_weight: torch.Tensor) -> torch.Tensor:
@@ -190,7 +168,7 @@ class FullCELoss(nn.Module):
         super().__init__()
         self.num_negatives = 0  # the sampler draws none, whatever --negatives says
         self.shared = False
-        self.chunk_size = _int_option("ce", "chunk_size", chunk_size, 0)
+        self.chunk_size = chunk_size
 
     def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
                 item_weight: torch.Tensor) -> torch.Tensor:
@@ -222,13 +200,8 @@ class SampledCELoss(nn.Module):
 
     def __init__(self, num_negatives: int = 1, in_batch: bool = False, shared: bool = False):
         super().__init__()
-        self.in_batch = _bool_option("sampled-ce", "in_batch", in_batch)
-        self.shared = _bool_option("sampled-ce", "shared", shared)
-        if self.in_batch and self.shared:
-            raise ConfigError("loss 'sampled-ce': options in_batch and shared exclude each other; pick one")
-        if not self.in_batch and num_negatives < 1:
-            raise ConfigError(f"loss 'sampled-ce' needs negatives >= 1 (or in_batch = true), "
-                              f"got {num_negatives}")
+        self.in_batch = in_batch
+        self.shared = shared
         self.num_negatives = 0 if self.in_batch else num_negatives
 
     def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
@@ -272,13 +245,9 @@ class GBCELoss(nn.Module):
 
     def __init__(self, num_negatives: int = 1, t: float = 0.75, shared: bool = False):
         super().__init__()
-        if num_negatives < 1:
-            raise ConfigError(f"loss 'gbce' needs negatives >= 1, got {num_negatives}")
-        if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:
-            raise ConfigError(f"loss 'gbce': option t must be a number in [0, 1], got {t!r}")
         self.num_negatives = num_negatives
-        self.t = float(t)
-        self.shared = _bool_option("gbce", "shared", shared)
+        self.t = t
+        self.shared = shared
 
     def beta(self, num_items: int) -> float:
         """The positive-term exponent for a catalogue of ``num_items`` items."""
@@ -308,20 +277,14 @@ LOSSES: dict[str, type[nn.Module]] = {
 
 
 def make_loss(name: str, num_negatives: int = 1, **options: Any) -> nn.Module:
-    """Build a loss by name (see :data:`LOSSES`); ``options`` are the loss's own (ConfigError if unknown).
+    """Build a loss by name (see :data:`LOSSES`) with its ``options``, after checking them all against
+    :data:`sasrec.config.LOSS_SPECS` (ConfigError naming the first problem); options not given take the defaults
+    listed there.
 
     The returned module's ``num_negatives`` is what the sampler must draw (0 for ``ce`` and in-batch
     ``sampled-ce``, whatever ``num_negatives`` was asked), and its ``shared`` says whether one set per
     batch (``(N,)``) or one per position (``(P, N)``).
     """
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}")
-    if num_negatives < 0:
-        raise ConfigError(f"negatives must be >= 0, got {num_negatives}")
-    cls = LOSSES[name]
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "num_negatives")]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        valid = ", ".join(allowed) if allowed else "none"
-        raise ConfigError(f"loss {name!r}: unknown option(s) {', '.join(unknown)}; valid options: {valid}")
-    return cls(num_negatives=num_negatives, **options)
+    values = loss_settings(name, num_negatives, options)
+    defaults = {key: option.default for key, option in LOSS_SPECS[name].options.items()}
+    return LOSSES[name](num_negatives=num_negatives, **{**defaults, **values})

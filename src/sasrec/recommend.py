@@ -40,8 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sasrec.config import PRESETS, Config, dataset_path
+from sasrec.config import Config, dataset_path
 from sasrec.data.dataset import Sequences
+from sasrec.data.registry import DATASETS
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.model import SASRec
 
@@ -135,11 +136,11 @@ def map_paths(dataset_file: Path) -> tuple[Path, Path]:
 def locate_dataset(config: Config, run_dir: Path, data_dir: str | Path | None = None) -> tuple[Config, Path | None]:
     """The run's dataset file (None for the synthetic one); ``data_dir`` overrides where it is looked up.
 
-    For a preset, ``data_dir`` replaces the run's ``data_dir``; for a file path, the file's name is looked up
+    For a dataset name, ``data_dir`` replaces the run's ``data_dir``; for a file path, the file's name is looked up
     in ``data_dir``. Returns the (possibly updated) config and the path.
     """
     if data_dir is not None and config.dataset != "synthetic":
-        if config.dataset in PRESETS:
+        if config.dataset in DATASETS:
             config = dataclasses.replace(config, data_dir=str(data_dir))
         else:
             config = dataclasses.replace(config, dataset=str(Path(data_dir) / Path(config.dataset).name))

@@ -62,7 +62,8 @@ class Trainer:
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
         self.model.set_dropout_generator(self.dropout_rng)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, 0.98),
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
+                                          betas=(config.adam_beta1, config.adam_beta2),
                                           fused=self.device.type == "cpu" or None)
         self.sampler = TrainSampler(self.split.train, config.maxlen, config.batch_size,
                                     self.loss_fn.num_negatives, config.batching, seed=config.seed,

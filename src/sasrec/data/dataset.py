@@ -218,7 +218,7 @@ class IdUsage:
 def renumber_command(path: str | Path) -> str:
     """The command that rewrites SASRec-format file ``path`` with dense ids and id maps, unfiltered."""
     path = Path(path)
-    return f"`sasrec preprocess --format sasrec --min-count 1 --input {path} --output {path.parent / 'renumbered'}`"
+    return f"`sasrec preprocess --format sasrec --min-count 1 --input {path} --out {path.parent / 'renumbered'}`"
 
 
 def _open_text(path: Path):

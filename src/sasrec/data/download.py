@@ -5,11 +5,7 @@ is known, and are then moved into place atomically, so an interrupted download n
 under the final name. Without network access the download fails after ``timeout`` seconds with a message
 saying which URL failed and where to put the file by hand.
 
-Checksums: only ``ml-1m`` is pinned. Its sha256 and size are the ones recorded by TensorFlow Datasets
-(``tensorflow_datasets/url_checksums/movielens.txt``), which computes them from the downloaded file; the
-file's MD5 ``c4d9eecfca2ab87c1945afe126590906`` (published by GroupLens as ``ml-1m.zip.md5``) agrees with
-several independent projects. The Amazon 2014 and Steam files are not pinned (``None``): no trustworthy
-published hash was found, so their sha256 is printed after download for you to record.
+What is fetched for each dataset, and its checksum, is in :mod:`sasrec.data.registry`.
 """
 
 from __future__ import annotations
@@ -21,78 +17,26 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
 from sasrec import argtypes
 from sasrec.atomic import write_file
+from sasrec.data import registry
+from sasrec.data.registry import Source
 from sasrec.errors import SASRecError
 
 DEFAULT_TIMEOUT = 10.0
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class Source:
-    """Where a dataset's raw file comes from.
-
-    Attributes:
-        url: public download URL.
-        sha256: expected sha256 of the downloaded file, or None when not pinned.
-        size: expected size in bytes, or None.
-        member: for a zip archive, the member holding the interactions (extracted next to the archive).
-        raw_file: path of the raw interaction file relative to the download directory.
-    """
-
-    url: str
-    sha256: str | None
-    size: int | None
-    member: str | None
-    raw_file: str
-
-    @property
-    def filename(self) -> str:
-        return Path(urlsplit(self.url).path).name
-
-
-_AMAZON_2014 = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
-
-SOURCES: dict[str, Source] = {
-    "ml-1m": Source(
-        "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-        sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
-        size=5917549,
-        member="ml-1m/ratings.dat",
-        raw_file="ml-1m/ratings.dat",
-    ),
-    "beauty": Source(
-        _AMAZON_2014 + "reviews_Beauty.json.gz", sha256=None, size=None, member=None, raw_file="reviews_Beauty.json.gz"
-    ),
-    "games": Source(
-        _AMAZON_2014 + "reviews_Video_Games.json.gz",
-        sha256=None,
-        size=None,
-        member=None,
-        raw_file="reviews_Video_Games.json.gz",
-    ),
-    "steam": Source(
-        "https://cseweb.ucsd.edu/~wckang/steam_reviews.json.gz",
-        sha256=None,
-        size=None,
-        member=None,
-        raw_file="steam_reviews.json.gz",
-    ),
-}
-
-
 def get_source(name: str) -> Source:
-    try:
-        return SOURCES[name]
-    except KeyError:
-        raise SASRecError(f"unknown dataset {name!r}; choose one of: {', '.join(SOURCES)}") from None
+    """Where dataset ``name``'s raw file comes from; SASRecError naming the downloadable datasets otherwise."""
+    dataset = registry.DATASETS.get(name)
+    if dataset is None or dataset.source is None:
+        raise SASRecError(f"unknown dataset {name!r}; choose one of: {', '.join(registry.with_source())}")
+    return dataset.source
 
 
 def raw_path(name: str, dest_dir: str | Path) -> Path:
@@ -222,19 +166,24 @@ def extract_member(archive: Path, member: str, dest: Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``sasrec download NAME [--dest DIR] [--preprocess]``."""
-    parser.add_argument(
-        "dataset", metavar="NAME", choices=sorted(SOURCES), help=f"dataset to download: {', '.join(sorted(SOURCES))}"
+    """Options of ``sasrec download NAME [--raw-dir DIR] [--preprocess [--out DIR]]``."""
+    names = registry.with_source()
+    parser.add_argument("dataset", metavar="NAME", choices=names, help=f"dataset to download: {', '.join(names)}")
+    raw_dir = parser.add_argument(
+        "--raw-dir",
+        metavar="DIR",
+        type=Path,
+        default=Path("data/raw"),
+        help="directory for the raw files (default: data/raw)",
     )
+    argtypes.add_former_spelling(parser, "--dest", raw_dir)
     parser.add_argument(
-        "--dest", type=Path, default=Path("data/raw"), help="directory for the raw files (default: data/raw)"
+        "--preprocess", action="store_true", help="then preprocess it with the paper's rules into --out"
     )
-    parser.add_argument(
-        "--preprocess", action="store_true", help="then preprocess it with the paper's rules into --output"
+    out = parser.add_argument(
+        "--out", metavar="DIR", type=Path, default=Path("data"), help="--preprocess: output directory (default: data)"
     )
-    parser.add_argument(
-        "--output", type=Path, default=Path("data"), help="--preprocess: output directory (default: data/)"
-    )
+    argtypes.add_former_spelling(parser, "--output", out)
     parser.add_argument("--base-url", type=argtypes.url, help="fetch the same file name from this mirror instead")
     parser.add_argument(
         "--timeout",

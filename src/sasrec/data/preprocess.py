@@ -38,26 +38,10 @@ from tqdm import tqdm
 
 from sasrec import argtypes
 from sasrec.atomic import refuse_overwrite, write_files
+from sasrec.data import registry
 from sasrec.data.dataset import Sequences, file_sha256, write_sasrec_file
 from sasrec.data.readers import READERS, ReadStats, Row, read_rows
 from sasrec.errors import ConfigError, SASRecError
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named public dataset: its raw format and the output name the paper's repository uses."""
-
-    name: str
-    fmt: str
-    description: str
-
-
-PRESETS: dict[str, Preset] = {
-    "ml-1m": Preset("ml-1m", "movielens-dat", "MovieLens-1M ratings.dat"),
-    "beauty": Preset("Beauty", "amazon-json", "Amazon 2014 reviews_Beauty.json.gz"),
-    "games": Preset("Video", "amazon-json", "Amazon 2014 reviews_Video_Games.json.gz"),
-    "steam": Preset("Steam", "steam", "UCSD steam_reviews.json.gz"),
-}
 
 OUTPUT_SUFFIXES = {
     "sequences": ".txt",
@@ -373,15 +357,19 @@ def preprocess_file(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sasrec preprocess`` (and ``data_preprocessing.py``)."""
+    names = registry.with_raw_format()
     parser.add_argument(
-        "--dataset", choices=sorted(PRESETS), help="public dataset preset: sets the raw format and the output name"
+        "--dataset", choices=names, help=f"a public dataset ({', '.join(names)}): sets the raw format and output name"
     )
     parser.add_argument("--input", type=Path, help="raw interaction file (.gz is read transparently)")
-    parser.add_argument("--output", type=Path, default=Path("data"), help="output directory (default: data/)")
-    parser.add_argument(
-        "--name", type=argtypes.plain_name, help="output NAME.txt (default: the preset's name or the input's stem)"
+    out = parser.add_argument(
+        "--out", metavar="DIR", type=Path, default=Path("data"), help="output directory (default: data)"
     )
-    parser.add_argument("--format", choices=sorted(READERS), help="raw format (default: the preset's)")
+    argtypes.add_former_spelling(parser, "--output", out)
+    parser.add_argument(
+        "--name", type=argtypes.plain_name, help="output NAME.txt (default: the dataset's name or the input's stem)"
+    )
+    parser.add_argument("--format", choices=sorted(READERS), help="raw format (default: the dataset's)")
     parser.add_argument("--user-col", help="--format csv: user column (name; 0-based index if --no-header)")
     parser.add_argument("--item-col", help="--format csv: item column")
     parser.add_argument("--time-col", help="--format csv: timestamp column (default: none, file order)")
@@ -406,10 +394,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument(
-        "--download", action="store_true", help="download the preset's public raw file first (into --raw-dir)"
+        "--download", action="store_true", help="download the dataset's public raw file first (into --raw-dir)"
     )
     parser.add_argument(
         "--raw-dir",
+        metavar="DIR",
         type=Path,
         default=Path("data/raw"),
         help="where --download puts raw files, and where they are looked for (data/raw)",
@@ -447,31 +436,31 @@ def _input_path(args: argparse.Namespace) -> Path:
         return args.input
     if args.dataset is None:
         raise ConfigError("give --input PATH (or --dataset NAME with --download)")
-    from sasrec.data import download  # local import: download imports this module for --preprocess
+    from sasrec.data import download  # only with --download: it loads the network modules
 
     if args.download:
         return download.download(args.dataset, args.raw_dir)
-    local = download.raw_path(args.dataset, args.raw_dir)
+    source = registry.get(args.dataset).source
+    local = Path(args.raw_dir) / source.raw_file
     if local.exists():
         return local
     raise ConfigError(
-        f"no --input given and {local} does not exist; pass --input PATH, or --download to "
-        f"fetch {download.SOURCES[args.dataset].url}"
+        f"no --input given and {local} does not exist; pass --input PATH, or --download to fetch {source.url}"
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``sasrec preprocess`` with parsed ``args``; prints a summary and returns 0."""
-    preset = PRESETS.get(args.dataset) if args.dataset else None
-    fmt = args.format or (preset.fmt if preset else None)
+    dataset = registry.get(args.dataset) if args.dataset else None
+    fmt = args.format or (dataset.raw_format if dataset else None)
     if fmt is None:
         raise ConfigError("give --dataset NAME or --format FORMAT")
     options = _reader_options(args, fmt)
     input_path = _input_path(args)
-    name = args.name or (preset.name if preset else Path(input_path).name.split(".")[0])
+    name = args.name or (dataset.output_name if dataset else Path(input_path).name.split(".")[0])
     stats = preprocess_file(
         input_path,
-        args.output,
+        args.out,
         name,
         fmt,
         reader_options=options,
@@ -482,7 +471,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         dataset=args.dataset,
     )
-    print(summary(stats, Path(args.output)))
+    print(summary(stats, Path(args.out)))
     return 0
 
 
