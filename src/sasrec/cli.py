@@ -1,6 +1,9 @@
 """The ``sasrec`` command: argument parsing only; every subcommand calls library functions.
 
-User errors (:class:`sasrec.errors.SASRecError`) print one line and exit with status 2, never a traceback.
+User errors print one line and exit with status 2, never a traceback: an option's value is checked while
+parsing (converters in :mod:`sasrec.argtypes`; argparse's own errors are one line here too, not a usage
+block), output locations right after, before any work; deeper problems raise
+:class:`sasrec.errors.SASRecError`.
 """
 
 from __future__ import annotations
@@ -8,10 +11,22 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
 
-from sasrec.config import PRESETS
-from sasrec.errors import SASRecError
+from sasrec import argtypes
+from sasrec.argtypes import check_output_dir, check_output_file, check_writable, config_value
+from sasrec.config import BATCHINGS, LOSS_NAMES, PRESETS
+from sasrec.errors import ConfigError, SASRecError
 from sasrec.metrics import DEFAULT_KS
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the option (``--epochs: must be >= 1, got 0``),
+    raised as ConfigError so that :func:`main` reports them like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message.removeprefix("argument "))
 
 
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
@@ -19,45 +34,52 @@ def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help=f"a preset dataset ({', '.join(PRESETS)}; file looked up in --data-dir) "
+    p.add_argument("--dataset", type=argtypes.dataset,
+                   help=f"a preset dataset ({', '.join(PRESETS)}; file looked up in --data-dir) "
                    "or the path of a SASRec-format file (default: the embedded synthetic dataset)")
-    p.add_argument("--data-dir", help="where preset datasets' files are looked up (default: data)")
+    p.add_argument("--data-dir", type=argtypes.not_a_file,
+                   help="where preset datasets' files are looked up (default: data)")
     p.add_argument("--preset", choices=PRESETS, help="hyperparameter preset (default: the dataset's own)")
-    p.add_argument("--config", help="a TOML file of Config values (see sasrec/config.py)")
-    p.add_argument("--maxlen", type=int, help="longest sequence read (paper: 200 ml-1m, 50 others)")
-    p.add_argument("--hidden", type=int, help="embedding size d (paper: 50)")
-    p.add_argument("--num-blocks", type=int, help="self-attention blocks (paper: 2)")
-    p.add_argument("--num-heads", type=int, help="attention heads (paper: 1)")
-    p.add_argument("--dropout", type=float, help="dropout rate (paper: 0.2 ml-1m, 0.5 others)")
+    p.add_argument("--config", type=argtypes.existing_file, help="a TOML file of Config values (see sasrec/config.py)")
+    p.add_argument("--maxlen", type=config_value("maxlen"), help="longest sequence read (paper: 200 ml-1m, 50 others)")
+    p.add_argument("--hidden", type=config_value("hidden"), help="embedding size d (paper: 50)")
+    p.add_argument("--num-blocks", type=config_value("num_blocks"), help="self-attention blocks (paper: 2)")
+    p.add_argument("--num-heads", type=config_value("num_heads"), help="attention heads (paper: 1)")
+    p.add_argument("--dropout", type=config_value("dropout"), help="dropout rate (paper: 0.2 ml-1m, 0.5 others)")
     _bool_flag(p, "norm-first", "pre-LN blocks instead of the reference's arrangement")
     _bool_flag(p, "tied-output", "score items with the input item embedding, as the paper (default); "
                "--no-tied-output learns a separate output embedding (gSASRec's default)")
-    p.add_argument("--lr", type=float, help="Adam learning rate (paper: 0.001)")
-    p.add_argument("--batch-size", type=int, help="users per batch (paper: 128)")
-    p.add_argument("--epochs", type=int, help="maximum epochs")
-    p.add_argument("--l2-emb", type=float, help="L2 penalty on the input item embedding (default 0; a separate "
-                   "output embedding is not penalised)")
-    p.add_argument("--loss", help="training loss: bce (paper), ce, sampled-ce, gbce")
-    p.add_argument("--negatives", type=int,
+    p.add_argument("--lr", type=config_value("lr"), help="Adam learning rate (paper: 0.001)")
+    p.add_argument("--batch-size", type=config_value("batch_size"), help="users per batch (paper: 128)")
+    p.add_argument("--epochs", type=config_value("epochs"),
+                   help="maximum epochs (>= 1; with --resume, the total to reach)")
+    p.add_argument("--l2-emb", type=config_value("l2_emb"),
+                   help="L2 penalty on the input item embedding (default 0; a separate output embedding is not "
+                   "penalised)")
+    p.add_argument("--loss", choices=LOSS_NAMES, help="training loss: bce (paper), ce, sampled-ce, gbce")
+    p.add_argument("--negatives", type=config_value("negatives"),
                    help="negatives per position for bce/sampled-ce/gbce (default: 1 for bce; 256 for "
                         "sampled-ce, shared by the batch, and for gbce, per position)")
-    p.add_argument("--loss-option", action="append", metavar="KEY=VALUE",
+    p.add_argument("--loss-option", type=argtypes.key_value, action="append", metavar="KEY=VALUE",
                    help="loss option, repeatable: shared=true (bce, sampled-ce, gbce: one negative set per batch), "
                         "t=0.75 (gbce), in_batch=true (sampled-ce), chunk_size=8192 (ce)")
-    p.add_argument("--batching", choices=("random", "shuffle", "bucket"),
+    p.add_argument("--batching", choices=BATCHINGS,
                    help="batch composition: random = the reference's sampler; bucket (default) groups users of "
                         "similar length so batches carry little padding")
     _bool_flag(p, "position-weighting", "weigh every position alike across batches (default: on unless "
                "--batching random, the reference's per-batch mean)")
-    p.add_argument("--eval-every", type=int, help="validate every N epochs (default 1)")
-    p.add_argument("--patience", type=int, help="stop after N validations without improvement (0: never)")
-    p.add_argument("--max-minutes", type=float, help="stop after the epoch that ends past this wall time")
-    p.add_argument("--metric", help="validation metric for model selection (default NDCG@10)")
+    p.add_argument("--eval-every", type=config_value("eval_every"), help="validate every N epochs (default 1)")
+    p.add_argument("--patience", type=config_value("patience"),
+                   help="stop after N validations without improvement (0: never)")
+    p.add_argument("--max-minutes", type=config_value("max_minutes"),
+                   help="stop after the epoch that ends past this wall time (0: no limit)")
+    p.add_argument("--metric", help="validation metric for model selection, NAME@K (default NDCG@10)")
     p.add_argument("--val-protocol", choices=("sampled", "full"), help="validation protocol (default sampled)")
-    p.add_argument("--eval-negatives", type=int, help="negatives per user in the sampled protocol (default 100)")
-    p.add_argument("--seed", type=int, help="random seed (default 42)")
-    p.add_argument("--device", help="cpu, cuda or auto (default cpu)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's choice)")
+    p.add_argument("--eval-negatives", type=config_value("eval_negatives"),
+                   help="negatives per user in the sampled protocol (default 100)")
+    p.add_argument("--seed", type=config_value("seed"), help="random seed (default 42)")
+    p.add_argument("--device", type=argtypes.device, help="cpu, cuda[:N] or auto (default cpu)")
+    p.add_argument("--threads", type=config_value("threads"), help="torch CPU threads (default 0: PyTorch's choice)")
     p.add_argument("--out", help="run directory (default runs/NAME-LOSS-seedS-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
     _bool_flag(p, "quiet", "no progress bars or per-epoch lines")
@@ -70,26 +92,15 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("command", "func", "config", "resume", "loss_option")}
     if args.loss_option:
-        overrides["loss_options"] = dict(_parse_option(o) for o in args.loss_option)
+        overrides["loss_options"] = dict(args.loss_option)
     if args.resume:
         if args.config:
             raise SASRecError("--resume continues a run with its saved settings; drop --config")
         train(resume=args.resume, changes=overrides)
         return 0
+    check_output_dir("--out", args.out or "runs")
     train(resolve(overrides, args.config))
     return 0
-
-
-def _parse_option(text: str) -> tuple[str, float | bool]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise SASRecError(f"--loss-option {text!r}: expected KEY=VALUE, e.g. t=0.75")
-    if value.lower() in ("true", "false"):
-        return key, value.lower() == "true"
-    try:
-        return key, float(value)
-    except ValueError:
-        raise SASRecError(f"--loss-option {text!r}: {value!r} is not a number or true/false") from None
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,24 +108,36 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
     p.add_argument("--baseline", choices=("pop", "transition"),
                    help="evaluate a non-neural baseline instead of a run (needs --dataset)")
-    p.add_argument("--dataset", help="dataset for --baseline (preset name or SASRec-format file)")
-    p.add_argument("--data-dir", default="data", help="where preset datasets' files are looked up")
+    p.add_argument("--dataset", type=argtypes.dataset,
+                   help="dataset for --baseline (preset name or SASRec-format file)")
+    p.add_argument("--data-dir", type=argtypes.not_a_file, default="data",
+                   help="where preset datasets' files are looked up")
     p.add_argument("--protocol", choices=("sampled", "full", "both"), default="both")
     p.add_argument("--split", choices=("test", "valid"), default="test")
-    p.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="cut-offs (default 1 5 10 20 50)")
+    p.add_argument("--k", type=argtypes.integer(1), nargs="+", default=list(DEFAULT_KS),
+                   help="cut-offs (default 1 5 10 20 50)")
     p.add_argument("--negatives", choices=("uniform", "popularity"), default="uniform",
                    help="sampled protocol: how negatives are drawn")
-    p.add_argument("--num-negatives", type=int, default=100, help="sampled protocol: negatives per user")
+    p.add_argument("--num-negatives", type=argtypes.integer(1), default=100,
+                   help="sampled protocol: negatives per user")
     p.add_argument("--no-filter-seen", action="store_true", help="full protocol: keep history items as candidates")
-    p.add_argument("--max-users", type=int, help="evaluate a seeded random subset of users (paper: 10000)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the user subset and sampled negatives")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", help="also write the results JSON here (default: RUN_DIR/eval_SPLIT.json)")
+    p.add_argument("--max-users", type=argtypes.integer(1),
+                   help="evaluate a seeded random subset of users (paper: 10000)")
+    p.add_argument("--seed", type=config_value("seed"), default=42,
+                   help="seed of the user subset and sampled negatives")
+    p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda[:N] or auto (default cpu)")
+    p.add_argument("--json", help="also write the results JSON here (default: RUN_DIR/eval_SPLIT.json, replaced "
+                   "on every evaluation)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from sasrec.evaluate_cli import evaluate_command, format_result
 
+    if args.json:  # a file the user named is never replaced silently; the run's own record is
+        check_output_file("--json", args.json, force=args.force, make_parents=False)
+    elif args.run and Path(args.run).is_dir():  # (not a run directory at all: evaluate_command says so)
+        check_output_file("--json", Path(args.run) / f"eval_{args.split}.json", force=True, make_parents=False)
     for r in evaluate_command(args):
         print("\n" + format_result(r))
     return 0
@@ -129,6 +152,11 @@ def add_preprocess_arguments(p: argparse.ArgumentParser) -> None:
 def run_preprocess(args: argparse.Namespace) -> int:
     from sasrec.data import preprocess
 
+    if args.input is not None and not args.input.is_file():
+        raise ConfigError(f"--input {args.input}: {'is a directory' if args.input.is_dir() else 'not found'}")
+    check_output_dir("--output", args.output)
+    if args.download:
+        check_output_dir("--raw-dir", args.raw_dir)
     return preprocess.run(args)
 
 
@@ -139,10 +167,11 @@ def add_download_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sasrec.data import download, preprocess
 
+    check_output_dir("--dest", args.dest)
+    if args.preprocess:
+        check_output_dir("--output", args.output)
     raw = download.download(args.dataset, args.dest, args.base_url, args.timeout, force=args.force)
     print(f"raw file: {raw}")
     if args.preprocess:
@@ -158,8 +187,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> Non
     p.add_argument("--checkpoint", default="best", choices=("best", "last"),
                    help="which checkpoint (default best)")
     if data_dir:
-        p.add_argument("--data-dir", help="where to look for the run's dataset file and id maps, if moved")
-        p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+        p.add_argument("--data-dir", type=argtypes.not_a_file,
+                       help="where to look for the run's dataset file and id maps, if moved")
+        p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda[:N] or auto (default cpu)")
 
 
 def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
@@ -172,7 +202,7 @@ def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
                      help="one original item id, verbatim (commas allowed); repeat it, oldest first")
     who.add_argument("--history-file", metavar="FILE",
                      help="original item ids, one per line, oldest first ('-': standard input)")
-    p.add_argument("--k", type=int, default=10, help="number of recommendations (default 10)")
+    p.add_argument("--k", type=argtypes.integer(1), default=10, help="number of recommendations (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--include-seen", action="store_true", help="allow the history's items in the results")
     p.add_argument("--skip-unknown", action="store_true",
@@ -195,7 +225,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-bytes", type=int,
                    help="largest request body in bytes, 413 above it (default: a full batch of maxlen ids, "
                         "at least 1 MiB)")
-    p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    p.add_argument("--log-level", choices=argtypes.LOG_LEVELS, default="info", help="uvicorn log level (default info)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -203,6 +233,8 @@ def run_serve(args: argparse.Namespace) -> int:
         from sasrec.serve import serve_command
     except ImportError as exc:
         raise SASRecError(f"serving needs fastapi and uvicorn ({exc}): pip install 'sasrec[serve]'") from None
+    if 0 <= args.port <= 65535:  # serve_command reports a port out of range, before loading the model too
+        argtypes.check_listen(args.host, args.port)  # a busy port or foreign address: before loading, not after
     return serve_command(args)
 
 
@@ -217,6 +249,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from sasrec.export import export_command
 
+    # export_command refuses a folder or an existing file first; this also finds a location that cannot be
+    # written although its permission bits allow it (a read-only filesystem; any folder when run as root).
+    if args.out or Path(args.run).is_dir():
+        check_writable("--out", args.out or Path(args.run) / "model.onnx")
     return export_command(args)
 
 
@@ -234,11 +270,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     if only is not None:
         help_text, add, run = COMMANDS[only]
-        parser = argparse.ArgumentParser(description=help_text)
+        parser = Parser(description=help_text)
         add(parser)
         parser.set_defaults(func=run)
         return parser
-    parser = argparse.ArgumentParser(prog="sasrec", description="SASRec: self-attentive sequential recommendation")
+    parser = Parser(prog="sasrec", description="SASRec: self-attentive sequential recommendation")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -248,8 +284,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
-    args = build_parser(only).parse_args(argv)
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); ``only`` runs one subcommand's parser alone.
+
+    Returns the exit status: 0, 2 for a user error (one ``error: ...`` line on stderr), 130 if interrupted.
+    """
     try:
+        args = build_parser(only).parse_args(argv)
         return args.func(args)
     except SASRecError as exc:
         print(f"error: {exc}", file=sys.stderr)

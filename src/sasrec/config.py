@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +18,38 @@ PRESETS = ("ml-1m", "games", "beauty", "steam", "synthetic")
 # (negatives, shared) when not given. gbce needs per-position negatives: with one set shared by the batch
 # it did not learn on Games (full-ranking validation HR@10 0.0007 after 2 epochs vs 0.0192 per position).
 SAMPLED_LOSS_DEFAULTS = {"sampled-ce": (256, True), "gbce": (256, False)}
+# The names sasrec.sampling.BATCHING and sasrec.losses.LOSSES hold (not imported here: they load torch).
+BATCHINGS = ("random", "shuffle", "bucket")
+LOSS_NAMES = ("bce", "ce", "sampled-ce", "gbce")
+# Dropout masks keep a value when a random uint16 is >= round(p * 65536) (sasrec.model.Dropout.mask): a rate
+# that rounds to 65536 would keep nothing and scale by 1/0, so the largest usable rate is 65535/65536.
+MAX_DROPOUT = 65535 / 65536
+
+
+def _dropout_ok(p: float) -> bool:
+    return p >= 0 and round(p * 65536) < 65536
+
+
+# What each numeric field allows: (test, requirement). Config.validate holds presets, --config files and
+# saved runs to it; the command line holds option values to it while parsing (sasrec.argtypes.config_value).
+LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "maxlen": (lambda v: v >= 1, ">= 1"),
+    "hidden": (lambda v: v >= 1, ">= 1"),
+    "num_blocks": (lambda v: v >= 0, ">= 0"),
+    "num_heads": (lambda v: v >= 1, ">= 1"),
+    "dropout": (_dropout_ok, f">= 0 and at most {MAX_DROPOUT:.6f} (dropout masks work in steps of 1/65536)"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "batch_size": (lambda v: v >= 1, ">= 1"),
+    "epochs": (lambda v: v >= 1, ">= 1"),  # 0 would test an untrained model as if it were a result
+    "l2_emb": (lambda v: v >= 0, ">= 0"),
+    "negatives": (lambda v: v >= 0, ">= 0"),  # each loss says whether it needs >= 1 (sasrec.losses)
+    "eval_every": (lambda v: v >= 1, ">= 1"),
+    "patience": (lambda v: v >= 0, ">= 0 (0: never stop early)"),
+    "max_minutes": (lambda v: v >= 0, ">= 0 (0: no limit)"),
+    "eval_negatives": (lambda v: v >= 1, ">= 1"),
+    "seed": (lambda v: 0 <= v < 2**64, "from 0 to 2**64 - 1"),  # torch.manual_seed's range
+    "threads": (lambda v: v >= 0, ">= 0 (0: PyTorch's choice)"),
+}
 
 
 @dataclass
@@ -63,35 +97,61 @@ class Config:
     quiet: bool = False
 
     def validate(self) -> None:
+        """Raise ConfigError naming the first field with a wrong type or value (see :data:`LIMITS`)."""
+        for f in dataclasses.fields(self):
+            problem = field_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise ConfigError(f"{f.name} {problem}, got {getattr(self, f.name)!r}")
+        self._check_loss()
         checks = [
-            (self.maxlen >= 1, f"maxlen must be >= 1, got {self.maxlen}"),
-            (self.hidden >= 1, f"hidden must be >= 1, got {self.hidden}"),
-            (self.num_blocks >= 0, f"num_blocks must be >= 0, got {self.num_blocks}"),
-            (self.num_heads >= 1 and self.hidden % self.num_heads == 0,
+            (self.hidden % self.num_heads == 0,
              f"hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads})"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.l2_emb >= 0, f"l2_emb must be >= 0, got {self.l2_emb}"),
-            (self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}"),
-            (self.patience >= 0, f"patience must be >= 0, got {self.patience}"),
-            (self.max_minutes >= 0, f"max_minutes must be >= 0, got {self.max_minutes}"),
             (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
              f"device must be cpu, cuda or auto, got {self.device!r}"),
             (self.val_protocol in ("sampled", "full"),
              f"val_protocol must be sampled or full, got {self.val_protocol!r}"),
+            (self.batching in BATCHINGS, f"batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         split_metric(self.metric)
 
+    def _check_loss(self) -> None:
+        """The loss, its negatives and options, checked now rather than once a run directory exists."""
+        from sasrec.losses import make_loss
+
+        make_loss(self.loss, self.negatives, **self.loss_options)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name for f in dataclasses.fields(Config)}
+# The Python types each annotation accepts, and their name in errors (annotations are strings here).
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
+    "str": ((str,), "a string"), "str | None": ((str, type(None)), "a string"),
+    "dict[str, float]": ((dict,), "a table of numbers and true/false"),
+}
+FIELD_TYPES = {f.name: _TYPES[f.type] for f in dataclasses.fields(Config)}
+
+
+def field_type(name: str) -> type:
+    """The type that parses a command-line value of numeric field ``name``: ``int`` or ``float``."""
+    return float if float in FIELD_TYPES[name][0] else int
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for field ``name`` (e.g. ``"must be >= 1"``), or None if it is allowed."""
+    types, kind = FIELD_TYPES[name]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        return f"must be {kind}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if name in LIMITS and not LIMITS[name][0](value):
+        return f"must be {LIMITS[name][1]}"
+    return None
 
 
 def split_metric(metric: str) -> tuple[str, int]:

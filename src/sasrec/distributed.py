@@ -284,14 +284,16 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return sums["flag"] > 0
 
 
-def evaluate(evaluator: Evaluator, scorer: Scorer, info: DistInfo, batch_size: int = 1024) -> EvalResult:
+def evaluate(evaluator: Evaluator, scorer: Scorer, info: DistInfo, batch_size: int = 1024,
+             progress: bool | None = None) -> EvalResult:
     """``evaluator.run(scorer)``, with the users split over ranks and the metric sums added up.
 
     Every rank must hold the same evaluator (same split, protocol and seed: the sampled protocol's
     negatives are drawn from the seed) and a scorer of the same weights; every rank gets the result.
+    ``progress`` as in :meth:`Evaluator.run` (a single process only: ranks never draw bars).
     """
     if not info.enabled:
-        return evaluator.run(scorer, batch_size=batch_size)
+        return evaluator.run(scorer, batch_size=batch_size, progress=progress)
     start = time.perf_counter()
     sums, count = evaluator.sums(scorer, shard(evaluator.users, info), batch_size, progress=False)
     sums, count = all_reduce_sums(sums, count, info, evaluator.sum_keys())  # the same names on every rank

@@ -94,7 +94,8 @@ class Trainer:
         total, steps, positions = 0.0, 0, 0
         batches = self.sampler.epoch_order()
         mean_positions = self.sampler.positions(batches) / len(batches)
-        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, disable=self.quiet, unit="batch")
+        # disable=None: a bar only when stderr is a terminal, never thousands of redrawn lines in a log file
+        bar = tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False, disable=self.quiet or None, unit="batch")
         for users in bar:
             batch = self.sampler.make_batch(users)
             batch_positions = int((batch.pos > 0).sum())  # the global batch's, the same on every rank
@@ -123,7 +124,8 @@ class Trainer:
         return distributed.mean_over_ranks(total, self.dist) / max(steps, 1), positions
 
     def validate(self) -> dict[str, float]:
-        return distributed.evaluate(self.validator, ModelScorer(self.model, self.device), self.dist).metrics
+        scorer = ModelScorer(self.model, self.device)
+        return distributed.evaluate(self.validator, scorer, self.dist, progress=False if self.quiet else None).metrics
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -216,7 +218,8 @@ class Trainer:
         scorer = ModelScorer(self.model, self.device)
         results = {"best_epoch": self.best["epoch"], f"valid_{self.config.metric}": float(self.best["value"])}
         for protocol, evaluator in self.testers.items():
-            results[protocol] = distributed.evaluate(evaluator, scorer, self.dist).to_json()
+            results[protocol] = distributed.evaluate(evaluator, scorer, self.dist,
+                                                     progress=False if self.quiet else None).to_json()
         if self.dist.is_main:
             self.run.write_results(results)
         return results

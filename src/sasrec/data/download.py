@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from sasrec import argtypes
 from sasrec.atomic import write_file
 from sasrec.errors import SASRecError
 
@@ -234,10 +235,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", type=Path, default=Path("data"), help="--preprocess: output directory (default: data/)"
     )
-    parser.add_argument("--base-url", help="fetch the same file name from this mirror instead")
+    parser.add_argument("--base-url", type=argtypes.url, help="fetch the same file name from this mirror instead")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=argtypes.number(0, above=True),
         default=DEFAULT_TIMEOUT,
         help=f"network timeout in seconds (default: {DEFAULT_TIMEOUT:g})",
     )

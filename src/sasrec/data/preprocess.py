@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sasrec import argtypes
 from sasrec.atomic import refuse_overwrite, write_files
 from sasrec.data.dataset import Sequences, file_sha256, write_sasrec_file
 from sasrec.data.readers import READERS, ReadStats, Row, read_rows
@@ -317,8 +319,17 @@ def preprocess_file(
         disable=None if progress else True,
     )
     log = collect(rows)
+
+    def status(text: str) -> None:
+        # Each later step takes seconds per million rows (filtering and numbering ~2, checksum ~4 for JSON,
+        # writing ~10): a line before each keeps a long run from looking stuck, in a log file too.
+        if progress:
+            print(text, file=sys.stderr, flush=True)
+
+    status(f"filtering and numbering {len(log):,} rows")
     result = preprocess_log(log, min_count, kcore, source=input_path, dedupe=dedupe)
     seqs = result.sequences
+    status(f"checksumming {input_path}")
     stats = {
         "name": name,
         "users": seqs.num_users,
@@ -352,6 +363,7 @@ def preprocess_file(
         },
         "outputs": {key: p.name for key, p in paths.items()},
     }
+    status(f"writing {len(seqs.items):,} interactions to {output_dir}")
     write_outputs(result, output_dir, name, stats, force=force)
     return stats
 
@@ -366,7 +378,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--input", type=Path, help="raw interaction file (.gz is read transparently)")
     parser.add_argument("--output", type=Path, default=Path("data"), help="output directory (default: data/)")
-    parser.add_argument("--name", help="output NAME.txt (default: the preset's name or the input's stem)")
+    parser.add_argument(
+        "--name", type=argtypes.plain_name, help="output NAME.txt (default: the preset's name or the input's stem)"
+    )
     parser.add_argument("--format", choices=sorted(READERS), help="raw format (default: the preset's)")
     parser.add_argument("--user-col", help="--format csv: user column (name; 0-based index if --no-header)")
     parser.add_argument("--item-col", help="--format csv: item column")
@@ -374,7 +388,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delimiter", default=",", help="--format csv: one character, or tab/space/...")
     parser.add_argument("--no-header", action="store_true", help="--format csv: the file has no header line")
     parser.add_argument(
-        "--min-count", type=int, default=5, help="drop rows whose user or item has fewer interactions (default: 5)"
+        "--min-count",
+        type=argtypes.integer(0),
+        default=5,
+        help="drop rows whose user or item has fewer interactions (default: 5)",
     )
     parser.add_argument(
         "--kcore", action="store_true", help="iterate the filter to a k-core (the paper filters once on raw counts)"

@@ -1,0 +1,372 @@
+"""Every option of every subcommand: a bad value is one ``error:`` line naming the option, exit status 2, no
+traceback and nothing written; output locations are checked before any work; progress bars only on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import FIXTURES
+from test_recommend import make_run
+
+import sasrec
+from sasrec import cli
+from sasrec.cli import main
+from sasrec.config import BATCHINGS, LOSS_NAMES, MAX_DROPOUT, Config, resolve
+from sasrec.data.dataset import write_sasrec_file
+from sasrec.data.synthetic import make_synthetic
+from sasrec.errors import ConfigError
+from sasrec.model import Dropout
+
+# Placeholders: RUN a run directory, DATA its dataset file, DIR an existing directory, FILE an existing file,
+# MISSING a path that does not exist, RO a directory nobody may write in, OUT a fresh path for this case only.
+PREPROCESS = (
+    "preprocess --format csv --input {FIX}/events.tsv --user-col session --item-col product --time-col ts "
+    "--delimiter tab --min-count 1 --output {OUT}"
+).split()
+DOWNLOAD = "download ml-1m --dest {OUT}/raw --output {OUT}/data --preprocess --base-url http://127.0.0.1:9".split()
+PREPROCESS_DOWNLOAD = "preprocess --dataset ml-1m --download --output {OUT}".split()
+# The run's dataset has 20 items: 5 sampled negatives leave room for every user's history.
+TRAIN = "train --dataset {DATA} --out {OUT}/run --epochs 1 --eval-negatives 5 --quiet".split()
+EVALUATE = "evaluate --run {RUN} --protocol sampled --num-negatives 5 --json {OUT}.json".split()
+RECOMMEND = ["recommend", "--run", "{RUN}", "--history", "m101"]
+SERVE = ["serve", "--run", "{RUN}"]
+EXPORT = ["export", "--run", "{RUN}", "--out", "{OUT}/model.onnx"]
+
+# (base command, bad arguments appended to it (argparse keeps the last value), text the error line must hold:
+# the option's name unless a message from deeper down names the value instead)
+CASES: list[tuple[list[str], list[str], str]] = [
+    (PREPROCESS, ["--dataset", "nope"], "--dataset"),
+    (PREPROCESS, ["--input", "{MISSING}"], "--input"),
+    (PREPROCESS, ["--input", "{DIR}"], "--input"),
+    (PREPROCESS, ["--output", "{FILE}"], "--output"),
+    (PREPROCESS, ["--output", "{RO}/out"], "--output"),
+    (PREPROCESS, ["--name", "a/b"], "--name"),
+    (PREPROCESS, ["--format", "nope"], "--format"),
+    (PREPROCESS, ["--user-col", "nope"], "user column 'nope'"),  # needs the file's header: the reader says
+    (PREPROCESS, ["--item-col", "nope"], "item column 'nope'"),
+    (PREPROCESS, ["--time-col", "nope"], "time column 'nope'"),
+    (PREPROCESS, ["--delimiter", "::"], "--delimiter"),
+    (PREPROCESS, ["--min-count", "-1"], "--min-count"),
+    (PREPROCESS, ["--min-count", "x"], "--min-count"),
+    (PREPROCESS_DOWNLOAD, ["--raw-dir", "{FILE}"], "--raw-dir"),
+    (PREPROCESS_DOWNLOAD, ["--raw-dir", "{RO}/raw"], "--raw-dir"),
+    (DOWNLOAD[:1], ["nope"], "NAME"),
+    (DOWNLOAD, ["--dest", "{FILE}"], "--dest"),
+    (DOWNLOAD, ["--dest", "{RO}/raw"], "--dest"),
+    (DOWNLOAD, ["--output", "{FILE}"], "--output"),
+    (DOWNLOAD, ["--base-url", "mirror.example.org/files"], "--base-url"),
+    (DOWNLOAD, ["--timeout", "0"], "--timeout"),
+    (DOWNLOAD, ["--timeout", "nan"], "--timeout"),
+    (TRAIN, ["--dataset", "{MISSING}"], "--dataset"),
+    (TRAIN, ["--dataset", "{DIR}"], "--dataset"),
+    (TRAIN, ["--data-dir", "{FILE}"], "--data-dir"),
+    (TRAIN, ["--preset", "nope"], "--preset"),
+    (TRAIN, ["--config", "{MISSING}"], "--config"),
+    (TRAIN, ["--maxlen", "0"], "--maxlen"),
+    (TRAIN, ["--hidden", "0"], "--hidden"),
+    (TRAIN, ["--num-blocks", "-1"], "--num-blocks"),
+    (TRAIN, ["--num-heads", "0"], "--num-heads"),
+    (TRAIN, ["--num-heads", "3"], "num_heads (3)"),  # hidden 50 is not divisible by 3: checked on the config
+    (TRAIN, ["--dropout", "1"], "--dropout"),
+    (TRAIN, ["--dropout", "0.99999999"], "--dropout"),  # rounds to a keep threshold of 65536/65536
+    (TRAIN, ["--dropout", "-0.1"], "--dropout"),
+    (TRAIN, ["--dropout", "nan"], "--dropout"),
+    (TRAIN, ["--lr", "0"], "--lr"),
+    (TRAIN, ["--lr", "inf"], "--lr"),
+    (TRAIN, ["--batch-size", "0"], "--batch-size"),
+    (TRAIN, ["--epochs", "0"], "--epochs"),
+    (TRAIN, ["--epochs", "1.5"], "--epochs"),
+    (TRAIN, ["--l2-emb", "-1"], "--l2-emb"),
+    (TRAIN, ["--loss", "nope"], "--loss"),
+    (TRAIN, ["--negatives", "-1"], "--negatives"),
+    (TRAIN, ["--negatives", "0"], "negatives >= 1"),  # bce needs one; ce does not: the loss says
+    (TRAIN, ["--loss-option", "t"], "--loss-option"),
+    (TRAIN, ["--loss-option", "t=high"], "--loss-option"),
+    (TRAIN, ["--loss-option", "tee=1"], "unknown option(s) tee"),  # which keys: the loss says
+    (TRAIN, ["--batching", "nope"], "--batching"),
+    (TRAIN, ["--eval-every", "0"], "--eval-every"),
+    (TRAIN, ["--patience", "-1"], "--patience"),
+    (TRAIN, ["--max-minutes", "-1"], "--max-minutes"),
+    (TRAIN, ["--metric", "NDCG"], "--metric"),
+    (TRAIN, ["--metric", "AUC@10"], "--metric"),
+    (TRAIN, ["--val-protocol", "nope"], "--val-protocol"),
+    (TRAIN, ["--eval-negatives", "-1"], "--eval-negatives"),
+    (TRAIN, ["--seed", "-1"], "--seed"),
+    (TRAIN, ["--device", "gpu"], "--device"),
+    (TRAIN, ["--threads", "-1"], "--threads"),
+    (TRAIN, ["--out", "{FILE}"], "--out"),
+    (TRAIN, ["--out", "{RO}/run"], "--out"),
+    (["train"], ["--resume", "{MISSING}"], "missing is not a run directory"),
+    (EVALUATE, ["--run", "{MISSING}"], "missing is not a run directory"),
+    (EVALUATE, ["--run", "{FILE}"], "file.txt is not a run directory"),
+    (EVALUATE, ["--checkpoint", "nope"], "--checkpoint"),
+    (EVALUATE, ["--baseline", "nope"], "--baseline"),
+    (EVALUATE, ["--dataset", "{MISSING}"], "--dataset"),
+    (EVALUATE, ["--data-dir", "{FILE}"], "--data-dir"),
+    (EVALUATE, ["--protocol", "nope"], "--protocol"),
+    (EVALUATE, ["--split", "nope"], "--split"),
+    (EVALUATE, ["--k", "0"], "--k"),
+    (EVALUATE, ["--k", "10", "-5"], "--k"),
+    (EVALUATE, ["--negatives", "nope"], "--negatives"),
+    (EVALUATE, ["--num-negatives", "-1"], "--num-negatives"),
+    (EVALUATE, ["--num-negatives", "0"], "--num-negatives"),
+    (EVALUATE, ["--max-users", "0"], "--max-users"),
+    (EVALUATE, ["--seed", "-1"], "--seed"),
+    (EVALUATE, ["--device", "gpu"], "--device"),
+    (EVALUATE, ["--json", "{DIR}"], "--json"),
+    (EVALUATE, ["--json", "{FILE}"], "--json"),  # exists: needs --force
+    (EVALUATE, ["--json", "{MISSING}/eval.json"], "--json"),
+    (EVALUATE, ["--json", "{RO}/eval.json"], "--json"),
+    (RECOMMEND, ["--run", "{MISSING}"], "missing is not a run directory"),
+    (RECOMMEND, ["--checkpoint", "nope"], "--checkpoint"),
+    (RECOMMEND, ["--data-dir", "{FILE}"], "--data-dir"),
+    (RECOMMEND, ["--device", "gpu"], "--device"),
+    (RECOMMEND[:3], ["--user", "zoe"], "unknown user 'zoe'"),  # known only to the run's id map
+    (RECOMMEND, ["--history", " , "], "--history"),
+    (RECOMMEND[:3], ["--item", "bogus"], "'bogus'"),  # known only to the run's id map
+    (RECOMMEND[:3], ["--history-file", "{MISSING}"], "--history-file"),
+    (RECOMMEND, ["--k", "0"], "--k"),
+    (SERVE, ["--run", "{MISSING}"], "missing is not a run directory"),
+    (SERVE, ["--checkpoint", "nope"], "--checkpoint"),
+    (SERVE, ["--data-dir", "{FILE}"], "--data-dir"),
+    (SERVE, ["--device", "gpu"], "--device"),
+    (SERVE, ["--port", "-1"], "--port"),
+    (SERVE, ["--port", "99999"], "--port"),
+    (SERVE, ["--host", "192.0.2.1"], "--host"),  # TEST-NET-1: no machine's own address
+    (SERVE, ["--max-batch", "0"], "--max-batch"),
+    (SERVE, ["--max-body-bytes", "0"], "--max-body-bytes"),
+    (SERVE, ["--log-level", "loud"], "--log-level"),
+    (EXPORT, ["--run", "{MISSING}"], "missing is not a run directory"),
+    (EXPORT, ["--checkpoint", "nope"], "--checkpoint"),
+    (EXPORT, ["--format", "tflite"], "--format"),
+    (EXPORT, ["--out", "{DIR}"], "is a folder"),
+    (EXPORT, ["--out", "{FILE}"], "pass --force"),
+    (EXPORT, ["--out", "{RO}/model.onnx"], "--out"),
+    (EXPORT, ["--opset", "5"], "--opset"),
+    (EXPORT, ["--opset", "99"], "--opset"),
+]
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        tempfile.TemporaryFile(dir=directory).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("options")
+    run = make_run(root)
+    (root / "file.txt").write_text("not a directory\n")
+    read_only = root / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if _writable(read_only):  # root ignores permissions; sysfs refuses new files even to root
+        read_only = Path("/sys")
+    return {
+        "RUN": str(run),
+        "DATA": str(root / "data" / "tiny.txt"),
+        "DIR": str(root / "data"),
+        "FILE": str(root / "file.txt"),
+        "MISSING": str(root / "missing"),
+        "FIX": str(FIXTURES),
+        "RO": str(read_only) if read_only.is_dir() and not _writable(read_only) else "",
+    }
+
+
+def tree(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``roots`` with its size and modification time."""
+    return {str(p): (p.lstat().st_size, p.lstat().st_mtime_ns) for r in roots if r.exists() for p in [r, *r.rglob("*")]}
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case that got past the checks must not start a server that never returns."""
+    import uvicorn
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("uvicorn.run was reached")
+
+    monkeypatch.setattr(uvicorn, "run", refuse)
+
+
+@pytest.mark.parametrize("base, bad, names", CASES, ids=[" ".join(c[0][:1] + c[1]) for c in CASES])
+def test_invalid_value_is_one_line_and_writes_nothing(
+    base, bad, names, places, tmp_path, capsys, no_server, monkeypatch
+) -> None:
+    if any("{RO}" in a for a in bad) and not places["RO"]:
+        pytest.skip("no directory here refuses new files")
+    monkeypatch.chdir(tmp_path)  # default output locations (runs/, data/) land here, and must not appear
+    values = {**places, "OUT": str(tmp_path / "out")}
+    argv = [a.format(**values) for a in base + bad]
+    before = tree(Path(places["DIR"]).parent, tmp_path)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert names in lines[0]
+    assert "Traceback" not in err and out == ""
+    assert tree(Path(places["DIR"]).parent, tmp_path) == before
+
+
+def _options_taking_values(parser: argparse.ArgumentParser) -> set[str]:
+    return {
+        (a.option_strings or [a.metavar or a.dest])[-1]
+        for a in parser._actions
+        if a.nargs != 0 and not isinstance(a, argparse._HelpAction)
+    }
+
+
+def test_the_table_covers_every_option_of_every_subcommand() -> None:
+    for name in cli.COMMANDS:
+        covered = {a for base, bad, _ in CASES if base[0] == name for a in bad if a.startswith("--")}
+        covered |= {"NAME"} if name == "download" else set()
+        missing = _options_taking_values(cli.build_parser(only=name)) - covered
+        assert not missing, f"sasrec {name}: no invalid-value case for {sorted(missing)}"
+
+
+def test_exact_message_for_epochs(capsys) -> None:
+    assert main(["train", "--epochs", "0"]) == 2
+    assert capsys.readouterr().err == "error: --epochs: must be >= 1, got 0\n"
+
+
+def test_console_entry_point_prints_one_line() -> None:
+    src = Path(sasrec.__file__).parents[1]  # the code under test, wherever it was imported from
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "sasrec", "train", "--epochs", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "error: --epochs: must be >= 1, got 0\n"
+
+
+def test_choices_match_the_library() -> None:
+    from sasrec.losses import LOSSES
+    from sasrec.sampling import BATCHING
+
+    assert sorted(LOSS_NAMES) == sorted(LOSSES) and BATCHINGS == BATCHING
+
+
+# ----------------------------------------------------------------------------------- config values
+
+
+def test_largest_accepted_dropout_works_and_the_next_is_refused() -> None:
+    layer = Dropout(MAX_DROPOUT)
+    layer.rng = np.random.default_rng(0)
+    keep, scale = layer.mask(torch.Size([4, 1 << 14]))
+    assert scale == 65536.0 and 0 < int(keep.sum()) < keep.numel()
+    resolve({"dropout": MAX_DROPOUT})
+    with pytest.raises(ConfigError, match="dropout"):
+        resolve({"dropout": (65535.5 + 1e-6) / 65536})  # rounds to 65536: nothing kept, 1/0 scale
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("maxlen = '50'", "maxlen must be an integer, got '50'"),
+        ("lr = true", "lr must be a number, got True"),
+        ("epochs = 0", "epochs must be >= 1"),
+        ("seed = -1", "seed must be from 0 to 2**64 - 1"),
+        ("negatives = 1.5", "negatives must be an integer"),
+        ("batching = 'sorted'", "batching must be one of random, shuffle, bucket"),
+        ("loss = 'bpr'", "unknown loss 'bpr'"),
+        ("loss_options = { tee = 1.0 }", "unknown option(s) tee"),
+    ],
+)
+def test_config_file_values_are_checked_before_anything_runs(text, message, tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve({}, str(path))
+    assert message in str(raised.value)
+
+
+def test_config_defaults_are_valid() -> None:
+    Config().validate()
+    for preset in ("ml-1m", "games", "beauty", "steam", "synthetic"):
+        resolve({"preset": preset})
+
+
+# ----------------------------------------------------------------------------------- output locations
+
+
+def test_evaluate_json_refuses_an_existing_file_unless_forced(places, tmp_path, capsys) -> None:
+    target = tmp_path / "eval.json"
+    target.write_text("keep me\n")
+    args = ["evaluate", "--run", places["RUN"], "--protocol", "sampled", "--num-negatives", "5", "--json", str(target)]
+    assert main(args) == 2
+    assert "pass --force" in capsys.readouterr().err and target.read_text() == "keep me\n"
+    assert main([*args, "--force"]) == 0
+    assert '"protocol": "sampled"' in target.read_text()
+
+
+def test_serve_refuses_a_busy_port_before_loading_the_model(places, capsys, no_server) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--run", places["RUN"], "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen") and err.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------------- progress output
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("progress") / "small.txt"
+    write_sasrec_file(make_synthetic(num_users=40, num_items=80, seed=3), path)
+    return path
+
+
+def _train(small_file: Path, out: Path, *flags: str) -> int:
+    small = "--epochs 1 --hidden 8 --maxlen 10 --num-blocks 1 --batch-size 16 --eval-negatives 20".split()
+    return main(["train", "--dataset", str(small_file), "--out", str(out), *small, *flags])
+
+
+def test_no_progress_bar_without_a_terminal(small_file: Path, tmp_path: Path, capsys) -> None:
+    assert _train(small_file, tmp_path / "run") == 0
+    out, err = capsys.readouterr()
+    assert "\r" not in err and "batch" not in err and "\r" not in out
+    assert "test metrics" in out
+
+
+def test_progress_bar_on_a_terminal_unless_quiet(small_file: Path, tmp_path: Path, monkeypatch) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert _train(small_file, tmp_path / "run1") == 0
+    assert "\r" in terminal.getvalue() and "batch" in terminal.getvalue()
+    terminal.seek(0)
+    terminal.truncate()
+    assert _train(small_file, tmp_path / "run2", "--quiet") == 0
+    assert terminal.getvalue() == ""
+
+
+def test_preprocess_says_what_it_does_after_reading(tmp_path: Path, capsys) -> None:
+    assert main([a.format(FIX=FIXTURES, OUT=tmp_path) for a in PREPROCESS]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # the reading bar: terminal only
+    assert [line.split()[0] for line in err.splitlines()] == ["filtering", "checksumming", "writing"]
