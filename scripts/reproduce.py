@@ -1,4 +1,4 @@
-"""Reproduce the results table and learning curves: ``python scripts/reproduce.py [--suite paper|losses]``.
+"""Reproduce the results tables and learning curves: ``python scripts/reproduce.py [--suite paper losses batching]``.
 
 Every step is resumable: a finished run (its ``results.json`` exists) is skipped, an interrupted one is
 resumed from its last epoch, so the command can be stopped and started again at will.
@@ -7,9 +7,12 @@ resumed from its last epoch, so the command can be stopped and started again at 
    the per-user Beauty (S3Rec 5-core) file to the SASRec format.
 2. Train every (dataset, seed) of the suite with the dataset's preset, ``--jobs`` runs at a time, each
    selecting its best epoch on the validation split only, then testing it once under both protocols.
-3. Copy each run's small files (config, log, results) to ``results/runs/`` and write
-   ``results/summary.json``, ``results/learning_curves.csv``, ``results/learning_curves.png`` and the
-   README table ``results/table.md`` (regenerate it alone with ``--aggregate-only``).
+3. Copy each finished run's small files (config, log, results) to ``results/runs/`` and write, from
+   ``results/runs/`` alone, ``results/summary.json``, ``results/learning_curves.{csv,png}``,
+   ``results/batching_comparison.png``, the tables of ``docs/results.md`` (between its ``results`` markers;
+   the text around them is kept) and the README's headline table (between its ``headline`` markers).
+
+``--aggregate-only`` skips steps 1 and 2: it needs neither the datasets nor a training, only ``results/runs/``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -52,61 +56,215 @@ class Experiment:
 
 SUITES = {
     "paper": [
-        # The MovieLens-1M runs started before position weighting existed; all three seeds keep it off.
+        # Unweighted, as these three seeds were measured; the batching suite has the weighted default.
         Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1, 2, 3], extra=["--no-position-weighting"]),
         Experiment("games", "paper", "Video.txt", "games", [1, 2, 3]),
-        # Bucketed batches without position weighting (the first Games run), for the ablation.
-        Experiment("games", "paper", "Video.txt", "games", [1], extra=["--no-position-weighting"],
-                   tag="-unweighted"),
+        # Bucketed batches without position weighting: the ablation of position weighting on Games.
+        Experiment("games", "paper", "Video.txt", "games", [1], extra=["--no-position-weighting"], tag="-unweighted"),
         Experiment("beauty", "s3rec-5core", "beauty_s3rec.txt", "beauty", [1]),
         Experiment("beauty", "bert4rec", "Beauty_BERT4Rec.txt", "beauty", [1]),
     ],
     # Softmax-family losses, selected on full-ranking validation (the protocol they are meant for).
     "losses": [
-        Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1], loss="ce",
-                   extra=["--val-protocol", "full", "--patience", "10", "--max-minutes", "125"]),
-        Experiment("games", "paper", "Video.txt", "games", [1], loss="sampled-ce",
-                   extra=["--negatives", "256", "--loss-option", "shared=true", "--val-protocol", "full",
-                          "--eval-every", "2", "--patience", "8"]),
-        Experiment("beauty", "bert4rec", "Beauty_BERT4Rec.txt", "beauty", [1], loss="sampled-ce",
-                   extra=["--negatives", "3000", "--loss-option", "shared=true", "--val-protocol", "full",
-                          "--eval-every", "2", "--patience", "8", "--max-minutes", "60"]),
+        Experiment(
+            "ml-1m",
+            "paper",
+            "ml-1m.txt",
+            "ml-1m",
+            [1],
+            loss="ce",
+            extra=["--val-protocol", "full", "--patience", "10", "--max-minutes", "125"],
+        ),
+        Experiment(
+            "games",
+            "paper",
+            "Video.txt",
+            "games",
+            [1],
+            loss="sampled-ce",
+            extra=[
+                "--negatives",
+                "256",
+                "--loss-option",
+                "shared=true",
+                "--val-protocol",
+                "full",
+                "--eval-every",
+                "2",
+                "--patience",
+                "8",
+            ],
+        ),
+        Experiment(
+            "beauty",
+            "bert4rec",
+            "Beauty_BERT4Rec.txt",
+            "beauty",
+            [1],
+            loss="sampled-ce",
+            extra=[
+                "--negatives",
+                "3000",
+                "--loss-option",
+                "shared=true",
+                "--val-protocol",
+                "full",
+                "--eval-every",
+                "2",
+                "--patience",
+                "8",
+                "--max-minutes",
+                "60",
+            ],
+        ),
         # SASRec+'s model size and dropout (hidden 64, dropout 0.1; antklen/sasrec-bert4rec-recsys23).
-        Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1], loss="ce",
-                   extra=["--hidden", "64", "--dropout", "0.1", "--val-protocol", "full", "--patience", "10",
-                          "--max-minutes", "80"], tag="-d64"),
-        Experiment("games", "paper", "Video.txt", "games", [1], loss="gbce",
-                   extra=["--negatives", "256", "--loss-option", "shared=true", "--val-protocol", "full",
-                          "--eval-every", "2", "--patience", "8"]),
-        Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1], loss="gbce",
-                   extra=["--negatives", "256", "--loss-option", "shared=true", "--val-protocol", "full",
-                          "--patience", "10", "--max-minutes", "40"]),
+        Experiment(
+            "ml-1m",
+            "paper",
+            "ml-1m.txt",
+            "ml-1m",
+            [1],
+            loss="ce",
+            extra=[
+                "--hidden",
+                "64",
+                "--dropout",
+                "0.1",
+                "--val-protocol",
+                "full",
+                "--patience",
+                "10",
+                "--max-minutes",
+                "80",
+            ],
+            tag="-d64",
+        ),
+        Experiment(
+            "games",
+            "paper",
+            "Video.txt",
+            "games",
+            [1],
+            loss="gbce",
+            extra=[
+                "--negatives",
+                "256",
+                "--loss-option",
+                "shared=true",
+                "--val-protocol",
+                "full",
+                "--eval-every",
+                "2",
+                "--patience",
+                "8",
+            ],
+        ),
+        Experiment(
+            "ml-1m",
+            "paper",
+            "ml-1m.txt",
+            "ml-1m",
+            [1],
+            loss="gbce",
+            extra=[
+                "--negatives",
+                "256",
+                "--loss-option",
+                "shared=true",
+                "--val-protocol",
+                "full",
+                "--patience",
+                "10",
+                "--max-minutes",
+                "40",
+            ],
+        ),
         # gbce with per-position negatives (as gSASRec), with the shared item embedding and without it.
-        Experiment("games", "paper", "Video.txt", "games", [1], loss="gbce",
-                   extra=["--negatives", "256", "--loss-option", "shared=false", "--val-protocol", "full",
-                          "--eval-every", "2", "--patience", "8", "--max-minutes", "40"], tag="-unshared"),
-        Experiment("games", "paper", "Video.txt", "games", [1], loss="gbce",
-                   extra=["--negatives", "256", "--loss-option", "shared=false", "--no-tied-output",
-                          "--val-protocol", "full", "--eval-every", "2", "--patience", "8", "--max-minutes", "40"],
-                   tag="-unshared-untied"),
+        Experiment(
+            "games",
+            "paper",
+            "Video.txt",
+            "games",
+            [1],
+            loss="gbce",
+            extra=[
+                "--negatives",
+                "256",
+                "--loss-option",
+                "shared=false",
+                "--val-protocol",
+                "full",
+                "--eval-every",
+                "2",
+                "--patience",
+                "8",
+                "--max-minutes",
+                "40",
+            ],
+            tag="-unshared",
+        ),
+        Experiment(
+            "games",
+            "paper",
+            "Video.txt",
+            "games",
+            [1],
+            loss="gbce",
+            extra=[
+                "--negatives",
+                "256",
+                "--loss-option",
+                "shared=false",
+                "--no-tied-output",
+                "--val-protocol",
+                "full",
+                "--eval-every",
+                "2",
+                "--patience",
+                "8",
+                "--max-minutes",
+                "40",
+            ],
+            tag="-unshared-untied",
+        ),
     ],
     # The reference's batching (random users, fixed-length padded batches) beside our default (bucket),
     # to show that bucketing does not lower accuracy; compare with the paper suite's seed-1 curves.
     "batching": [
-        Experiment("games", "paper", "Video.txt", "games", [1], extra=["--batching", "random", "--epochs", "20"],
-                   tag="-random"),
-        Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1],
-                   extra=["--batching", "random", "--epochs", "10", "--no-position-weighting"], tag="-random"),
+        Experiment(
+            "games", "paper", "Video.txt", "games", [1], extra=["--batching", "random", "--epochs", "20"], tag="-random"
+        ),
+        Experiment(
+            "ml-1m",
+            "paper",
+            "ml-1m.txt",
+            "ml-1m",
+            [1],
+            extra=["--batching", "random", "--epochs", "10", "--no-position-weighting"],
+            tag="-random",
+        ),
         # The default (position-weighted buckets) on MovieLens-1M; the paper suite's ML-1M runs are unweighted.
         Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m", [1], extra=["--epochs", "20"], tag="-weighted"),
     ],
 }
 # The order runs start in, so that a session that stops early still has the most important ones.
-PRIORITY = ["ml-1m-paper-bce-seed1", "ml-1m-paper-bce-seed2", "games-paper-bce-random-seed1",
-            "games-paper-bce-seed1", "ml-1m-paper-bce-seed3", "games-paper-bce-seed2", "games-paper-bce-seed3",
-            "beauty-s3rec-5core-bce-seed1", "beauty-bert4rec-bce-seed1", "ml-1m-paper-bce-random-seed1",
-            "ml-1m-paper-ce-seed1", "games-paper-sampled-ce-seed1", "beauty-bert4rec-sampled-ce-seed1",
-            "games-paper-gbce-seed1", "ml-1m-paper-gbce-seed1"]
+PRIORITY = [
+    "ml-1m-paper-bce-seed1",
+    "ml-1m-paper-bce-seed2",
+    "games-paper-bce-random-seed1",
+    "games-paper-bce-seed1",
+    "ml-1m-paper-bce-seed3",
+    "games-paper-bce-seed2",
+    "games-paper-bce-seed3",
+    "beauty-s3rec-5core-bce-seed1",
+    "beauty-bert4rec-bce-seed1",
+    "ml-1m-paper-bce-random-seed1",
+    "ml-1m-paper-ce-seed1",
+    "games-paper-sampled-ce-seed1",
+    "beauty-bert4rec-sampled-ce-seed1",
+    "games-paper-gbce-seed1",
+    "ml-1m-paper-gbce-seed1",
+]
 
 
 def prepare(data_dir: Path, work: Path) -> None:
@@ -142,13 +300,25 @@ def run_one(exp: Experiment, seed: int, work: Path, runs: Path, threads: int, ep
     if (out / "last.safetensors").exists():
         cmd += ["--resume", str(out)]
     else:
-        cmd += ["--dataset", str(work / exp.file), "--preset", exp.preset, "--seed", str(seed),
-                "--loss", exp.loss, "--out", str(out), *exp.extra]
+        cmd += [
+            "--dataset",
+            str(work / exp.file),
+            "--preset",
+            exp.preset,
+            "--seed",
+            str(seed),
+            "--loss",
+            exp.loss,
+            "--out",
+            str(out),
+            *exp.extra,
+        ]
         if epochs:
             cmd += ["--epochs", str(epochs)]
     print("$", " ".join(cmd), flush=True)
-    (runs / f"{out.name}.experiment.json").write_text(json.dumps(
-        {"dataset": exp.dataset, "variant": exp.variant, "loss": exp.loss, "tag": exp.tag, "seed": seed}))
+    (runs / f"{out.name}.experiment.json").write_text(
+        json.dumps({"dataset": exp.dataset, "variant": exp.variant, "loss": exp.loss, "tag": exp.tag, "seed": seed})
+    )
     with open(runs / f"{out.name}.stdout", "a") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if code != 0:
@@ -157,34 +327,62 @@ def run_one(exp: Experiment, seed: int, work: Path, runs: Path, threads: int, ep
     return out
 
 
-def aggregate(runs: Path, results: Path) -> None:
-    """Collect finished runs into results/ (small files only) and write the summary, curves and table."""
-    from sasrec.plots import read_log
-
-    (results / "runs").mkdir(parents=True, exist_ok=True)
-    rows: dict[tuple, list[dict]] = {}
-    curves = []
+def collect(runs: Path, results: Path) -> None:
+    """Copy the small files of every finished run in ``runs`` to ``results/runs/NAME/``."""
     for run_log in sorted(runs.glob("*/log.jsonl")):
         run_dir = run_log.parent
-        config = json.loads((run_dir / "config.json").read_text())
-        log = read_log(run_log)
-        experiment = json.loads((runs / f"{run_dir.name}.experiment.json").read_text())
-        dataset, variant, setting = experiment["dataset"], experiment["variant"], describe(config)
-        for r in log:  # curves of unfinished runs too (marked), for the batching comparison
-            if "valid" in r:
-                curves.append({"run": run_dir.name, "dataset": dataset, "variant": variant, "loss": config["loss"],
-                               "tag": experiment.get("tag", ""), "finished": (run_dir / "results.json").exists(),
-                               "setting": setting,
-                               "seed": config["seed"], "epoch": r["epoch"], "HR@10": r["valid"]["HR@10"],
-                               "NDCG@10": r["valid"]["NDCG@10"], "loss_value": r["loss"]})
         if not (run_dir / "results.json").exists():
-            print(f"{run_dir.name}: not finished, left out of the table")
+            print(f"{run_dir.name}: not finished, left out of the tables")
             continue
         keep = results / "runs" / run_dir.name
-        keep.mkdir(exist_ok=True)
+        keep.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "fingerprint.json", "log.jsonl", "results.json"):
             shutil.copy(run_dir / name, keep / name)
-        (keep / "experiment.json").write_text(json.dumps(experiment))
+        shutil.copy(runs / f"{run_dir.name}.experiment.json", keep / "experiment.json")
+
+
+def summarize(kept: Path, unfinished: Path | None = None) -> tuple[list[dict], list[dict]]:
+    """``(summary rows, learning-curve points)`` from the finished runs kept in ``kept`` (``results/runs``).
+
+    Curves also include the unfinished runs of ``unfinished`` (marked ``finished: False``) when given.
+    """
+    from sasrec.plots import read_log
+
+    rows: dict[tuple, list[dict]] = {}
+    curves = []
+    sources = [(d, d / "experiment.json") for d in sorted(p.parent for p in kept.glob("*/results.json"))]
+    if unfinished is not None:
+        sources += [
+            (d, unfinished / f"{d.name}.experiment.json")
+            for d in sorted(p.parent for p in unfinished.glob("*/log.jsonl"))
+            if not (d / "results.json").exists()
+        ]
+    for run_dir, experiment_file in sorted(sources, key=lambda source: source[0].name):
+        config = json.loads((run_dir / "config.json").read_text())
+        log = read_log(run_dir / "log.jsonl")
+        experiment = json.loads(experiment_file.read_text())
+        dataset, variant, setting = experiment["dataset"], experiment["variant"], describe(config)
+        finished = (run_dir / "results.json").exists()
+        for r in log:
+            if "valid" in r:
+                curves.append(
+                    {
+                        "run": run_dir.name,
+                        "dataset": dataset,
+                        "variant": variant,
+                        "loss": config["loss"],
+                        "tag": experiment.get("tag", ""),
+                        "finished": finished,
+                        "setting": setting,
+                        "seed": config["seed"],
+                        "epoch": r["epoch"],
+                        "HR@10": r["valid"]["HR@10"],
+                        "NDCG@10": r["valid"]["NDCG@10"],
+                        "loss_value": r["loss"],
+                    }
+                )
+        if not finished:
+            continue
         res = json.loads((run_dir / "results.json").read_text())
         selection = config["val_protocol"]
         train_seconds = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in log)
@@ -192,26 +390,56 @@ def aggregate(runs: Path, results: Path) -> None:
         to_best = sum(r["train_seconds"] + r.get("eval_seconds", 0.0) for r in log if r["epoch"] <= best)
         for protocol in ("sampled", "full"):
             key = (dataset, variant, config["loss"], setting, protocol, selection)
-            rows.setdefault(key, []).append({
-                "HR@10": res[protocol]["metrics"]["HR@10"], "NDCG@10": res[protocol]["metrics"]["NDCG@10"],
-                "best_epoch": best, "train_seconds": train_seconds, "seconds_to_best": to_best,
-                "epochs": len(log), "seconds_per_epoch": statistics.median(r["train_seconds"] for r in log),
-                "seed": config["seed"], "run": run_dir.name})
+            rows.setdefault(key, []).append(
+                {
+                    "HR@10": res[protocol]["metrics"]["HR@10"],
+                    "NDCG@10": res[protocol]["metrics"]["NDCG@10"],
+                    "valid_NDCG@10": res["valid_NDCG@10"],
+                    "best_epoch": best,
+                    "train_seconds": train_seconds,
+                    "seconds_to_best": to_best,
+                    "epochs": len(log),
+                    "seconds_per_epoch": statistics.median(r["train_seconds"] for r in log),
+                    "seed": config["seed"],
+                    "run": run_dir.name,
+                }
+            )
     summary = []
     for (dataset, variant, loss, setting, protocol, selection), items in sorted(rows.items()):
         hr, hr_std = _mean_std([i["HR@10"] for i in items])
         ndcg, ndcg_std = _mean_std([i["NDCG@10"] for i in items])
-        summary.append({
-            "dataset": dataset, "variant": variant, "loss": loss, "setting": setting, "protocol": protocol,
-            "selection": f"validation {selection} NDCG@10", "seeds": len(items),
-            "HR@10": round(hr, 4), "HR@10_std": round(hr_std, 4),
-            "NDCG@10": round(ndcg, 4), "NDCG@10_std": round(ndcg_std, 4),
-            "best_epoch": [i["best_epoch"] for i in items],
-            "train_seconds": round(statistics.mean(i["train_seconds"] for i in items), 1),
-            "seconds_to_best": round(statistics.mean(i["seconds_to_best"] for i in items), 1),
-            "seconds_per_epoch": round(statistics.mean(i["seconds_per_epoch"] for i in items), 2),
-            "runs": [i["run"] for i in items],
-        })
+        summary.append(
+            {
+                "dataset": dataset,
+                "variant": variant,
+                "loss": loss,
+                "setting": setting,
+                "protocol": protocol,
+                "selection": f"validation {selection} NDCG@10",
+                "seeds": len(items),
+                "HR@10": round(hr, 4),
+                "HR@10_std": round(hr_std, 4),
+                "NDCG@10": round(ndcg, 4),
+                "NDCG@10_std": round(ndcg_std, 4),
+                "valid_NDCG@10": round(statistics.mean(i["valid_NDCG@10"] for i in items), 4),
+                "best_epoch": [i["best_epoch"] for i in items],
+                "train_seconds": round(statistics.mean(i["train_seconds"] for i in items), 1),
+                "seconds_to_best": round(statistics.mean(i["seconds_to_best"] for i in items), 1),
+                "seconds_per_epoch": round(statistics.mean(i["seconds_per_epoch"] for i in items), 2),
+                "runs": [i["run"] for i in items],
+            }
+        )
+    return summary, curves
+
+
+def aggregate(runs: Path, results: Path, docs: Path, readme: Path) -> None:
+    """Collect finished runs into ``results/runs`` and write, from those alone, ``results/summary.json``,
+    the learning curves, the tables of ``docs/results.md`` and the README's headline table."""
+    if runs.exists():
+        collect(runs, results)
+    summary, curves = summarize(results / "runs", runs if runs.exists() else None)
+    if not summary:
+        raise SystemExit(f"no finished run in {results / 'runs'} or {runs}: nothing to aggregate")
     (results / "summary.json").write_text(json.dumps(summary, indent=2))
     if curves:
         with open(results / "learning_curves.csv", "w", newline="") as f:
@@ -220,18 +448,31 @@ def aggregate(runs: Path, results: Path) -> None:
             writer.writerows(curves)
         plot_curves(curves, results / "learning_curves.png")
         plot_batching(curves, results / "batching_comparison.png")
-    (results / "table.md").write_text(table(summary))
-    update_readme(ROOT / "README.md", table(summary))
-    print(table(summary))
+    docs.mkdir(parents=True, exist_ok=True)
+    results_md = docs / "results.md"
+    if not results_md.exists():
+        results_md.write_text(f"# Results\n\n{RESULTS_START}\n{RESULTS_END}\n")
+    replace_block(results_md, RESULTS_START, RESULTS_END, table(summary))
+    replace_block(readme, HEADLINE_START, HEADLINE_END, headline(summary))
+    print(f"wrote {results / 'summary.json'}, {results_md} and the headline table of {readme}")
 
 
-def update_readme(readme: Path, text: str) -> None:
-    """Replace the README's text between the results markers with ``text``."""
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    content = readme.read_text()
-    if start in content and end in content:
-        head, rest = content.split(start, 1)
-        readme.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
+
+
+def replace_block(path: Path, start: str, end: str, text: str) -> None:
+    """Replace the text between the ``start`` and ``end`` marker lines of ``path`` with ``text``."""
+    content = path.read_text()
+    if start not in content or end not in content:
+        raise SystemExit(f"{path} has no {start} ... {end} block to write the table into")
+    head, rest = content.split(start, 1)
+    path.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+
+
+def read_block(path: Path, start: str, end: str) -> str:
+    """The text between the ``start`` and ``end`` marker lines of ``path`` (as ``replace_block`` writes it)."""
+    return path.read_text().split(start + "\n", 1)[1].split(end, 1)[0]
 
 
 def describe(config: dict) -> str:
@@ -245,8 +486,11 @@ def describe(config: dict) -> str:
     if not config.get("tied_output", True):
         text += ", separate output embedding"
     preset = DATASETS[config["preset"]].hyperparameters if config.get("preset") else {}
-    text += "".join(f", {key} {config[key]}" for key in ("hidden", "dropout", "maxlen")
-                    if key in preset and config[key] != preset[key])
+    text += "".join(
+        f", {key} {config[key]}"
+        for key in ("hidden", "dropout", "maxlen")
+        if key in preset and config[key] != preset[key]
+    )
     options = dict(config.get("loss_options") or {})
     if config["loss"] != "ce" and (config["loss"] != "bce" or config.get("negatives", 1) != 1):
         shared = " shared" if str(options.pop("shared", False)).lower() in ("true", "1") else ""
@@ -266,15 +510,26 @@ def plot_curves(curves: list[dict], path: Path) -> None:
     panels = sorted({(c["dataset"], c["variant"]) for c in curves if c["loss"] == "bce" and c["finished"]})
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.6), squeeze=False)
     for ax, (dataset, variant) in zip(axes[0], panels, strict=False):
-        runs = sorted({c["run"] for c in curves if c["finished"]
-                       and (c["dataset"], c["variant"], c["loss"], c["tag"]) == (dataset, variant, "bce", "")})
+        runs = sorted(
+            {
+                c["run"]
+                for c in curves
+                if c["finished"] and (c["dataset"], c["variant"], c["loss"], c["tag"]) == (dataset, variant, "bce", "")
+            }
+        )
         for i, run in enumerate(runs):
             points = [c for c in curves if c["run"] == run]
             epochs = [c["epoch"] for c in points]
-            ax.plot(epochs, [c["HR@10"] for c in points], color="tab:blue", alpha=0.7,
-                    label="HR@10" if i == 0 else None)
-            ax.plot(epochs, [c["NDCG@10"] for c in points], color="tab:orange", alpha=0.7,
-                    label="NDCG@10" if i == 0 else None)
+            ax.plot(
+                epochs, [c["HR@10"] for c in points], color="tab:blue", alpha=0.7, label="HR@10" if i == 0 else None
+            )
+            ax.plot(
+                epochs,
+                [c["NDCG@10"] for c in points],
+                color="tab:orange",
+                alpha=0.7,
+                label="NDCG@10" if i == 0 else None,
+            )
         ax.set(title=f"{dataset} ({variant})", xlabel="epoch", ylabel="validation (sampled, 100 neg.)")
     _save(fig, axes[0], path)
 
@@ -300,8 +555,15 @@ def plot_batching(curves: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         for tag in ("", "-random", "-unweighted", "-weighted"):
-            points = [c for c in curves if c["dataset"] == dataset and c["tag"] == tag and c["seed"] == 1
-                      and c["loss"] == "bce" and c["epoch"] <= 60]
+            points = [
+                c
+                for c in curves
+                if c["dataset"] == dataset
+                and c["tag"] == tag
+                and c["seed"] == 1
+                and c["loss"] == "bce"
+                and c["epoch"] <= 60
+            ]
             if points:
                 label = points[0]["setting"].rsplit(",", 1)[0]  # without the epoch cap
                 ax.plot([c["epoch"] for c in points], [c["NDCG@10"] for c in points], label=label)
@@ -326,11 +588,12 @@ FULL_TARGETS = {  # (dataset, variant): (HR@10, NDCG@10, source), full ranking (
 def loss_table(summary: list[dict]) -> str:
     """Every loss on the datasets that have a softmax-family run: full ranking and the paper's protocol."""
     datasets = {(r["dataset"], r["variant"]) for r in summary if r["loss"] != "bce"}
-    by_key = {(r["dataset"], r["variant"], r["loss"], r["setting"], r["selection"], r["protocol"]): r
-              for r in summary}
-    lines = ["| dataset | version | loss | training | selection | full HR@10 | full NDCG@10 | target (full) | "
-             "sampled HR@10 | sampled NDCG@10 | best epoch | s/epoch* | time to best* |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    by_key = {(r["dataset"], r["variant"], r["loss"], r["setting"], r["selection"], r["protocol"]): r for r in summary}
+    lines = [
+        "| dataset | version | loss | training | selection | full HR@10 | full NDCG@10 | target (full) | "
+        "sampled HR@10 | sampled NDCG@10 | best epoch | s/epoch* | time to best* |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary:
         ablation = any(tag in run for run in r["runs"] for tag in ("-random-", "-unweighted-", "-weighted-"))
         if r["protocol"] != "full" or (r["dataset"], r["variant"]) not in datasets or ablation:
@@ -341,18 +604,26 @@ def loss_table(summary: list[dict]) -> str:
             f"| {r['dataset']} | {r['variant']} | {r['loss']} | {r['setting']} | {r['selection']} | "
             f"{r['HR@10']:.4f} | {r['NDCG@10']:.4f} | {f'{target[0]} / {target[1]} ({target[2]})' if target else ''}"
             f" | {sampled['HR@10']:.4f} | {sampled['NDCG@10']:.4f} | {', '.join(map(str, r['best_epoch']))} | "
-            f"{r['seconds_per_epoch']} | {r['seconds_to_best'] / 60:.0f} min |")
+            f"{r['seconds_per_epoch']} | {r['seconds_to_best'] / 60:.0f} min |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def table(summary: list[dict]) -> str:
     lines = []
-    for protocol, title in (("sampled", "Paper protocol: the held-out item against 100 uniform negatives"),
-                            ("full", "Full ranking against every item, seen items filtered")):
-        lines += [f"**{title}** (test split, all users; the best epoch is chosen on the validation split)", "",
-                  "| dataset | version | loss | training | selection | seeds | HR@10 | NDCG@10 | "
-                  "anchor HR@10 / NDCG@10 | best epochs | s/epoch* | train time* |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for protocol, title in (
+        ("sampled", "Paper protocol: the held-out item against 100 uniform negatives"),
+        ("full", "Full ranking against every item, seen items filtered"),
+    ):
+        lines += [
+            f"### {title}",
+            "",
+            "Test split, all users; the best epoch is chosen on the validation split.",
+            "",
+            "| dataset | version | loss | training | selection | seeds | HR@10 | NDCG@10 | "
+            "anchor HR@10 / NDCG@10 | best epochs | s/epoch* | train time* |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in summary:
             if r["protocol"] != protocol:
                 continue
@@ -362,18 +633,94 @@ def table(summary: list[dict]) -> str:
                 f"| {r['dataset']} | {r['variant']} | {r['loss']} | {r['setting']} | {r['selection']} | "
                 f"{r['seeds']} | {r['HR@10']:.4f} ± {r['HR@10_std']:.4f} | {r['NDCG@10']:.4f} ± "
                 f"{r['NDCG@10_std']:.4f} | {anchor_text} | {', '.join(map(str, r['best_epoch']))} | "
-                f"{r['seconds_per_epoch']} | {r['train_seconds'] / 60:.0f} min |")
+                f"{r['seconds_per_epoch']} | {r['train_seconds'] / 60:.0f} min |"
+            )
         if protocol == "sampled":
-            lines.append("| steam | paper | bce | | | 0 | not run here | not run here | 0.8729 / 0.6306 (SASRec "
-                         "paper) | | | the paper's Steam file is not available on these machines |")
+            lines.append(
+                "| steam | paper | bce | | | 0 | not run here | not run here | 0.8729 / 0.6306 (SASRec "
+                "paper) | | | the paper's Steam file is not available on these machines |"
+            )
         lines.append("")
     if any(r["loss"] != "bce" for r in summary):
-        lines += ["**Losses** (test split, all users; BCE rows are the paper runs above, mean over their seeds; "
-                  "the other losses select their best epoch on full-ranking validation)", "", loss_table(summary)]
-    lines.append("\\* Measured while several runs shared the machine's 2 cores, one thread each (up to nine for the "
-                 "paper rows, two or three for the loss rows), so these times are 2-4x a run alone; the Speed "
-                 "section has clean per-epoch times. Train time and time to best include validation (every "
-                 "epoch; every 2 epochs for the Games and Beauty loss runs).")
+        lines += [
+            "### Losses",
+            "",
+            "Test split, all users; BCE rows are the paper runs above, mean over their seeds; "
+            "the other losses select their best epoch on full-ranking validation.",
+            "",
+            loss_table(summary),
+        ]
+    lines.append(
+        "\\* Measured while several runs shared the machine's 2 cores, one thread each (up to nine for the "
+        "paper rows, two or three for the loss rows), so these times are 2-4x a run alone; "
+        "[speed.md](speed.md) has clean per-epoch times. Train time and time to best include validation "
+        "(every epoch; every 2 epochs for the Games and Beauty loss runs)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+HEADLINE = [  # (dataset, variant, label): the README's headline table, one row per data version
+    ("ml-1m", "paper", "MovieLens-1M, kang205's `ml-1m.txt`"),
+    ("games", "paper", "Amazon Games, kang205's `Video.txt`"),
+    ("beauty", "bert4rec", "Amazon Beauty, BERT4Rec's `beauty.txt`"),
+    ("beauty", "s3rec-5core", "Amazon Beauty 5-core, S3-Rec's `Beauty.txt`"),
+]
+PUBLISHED_FULL = {  # (dataset, variant): (HR@10, NDCG@10, source), the best published full-ranking numbers
+    ("ml-1m", "paper"): (0.3159, 0.1857, "SASRec+ (antklen/sasrec-bert4rec-recsys23)"),
+    ("beauty", "bert4rec"): (0.0595, 0.0359, "RecTools SASRec"),
+    ("beauty", "s3rec-5core"): (0.0935, 0.0544, "Scalable-SASRec"),
+}
+
+
+def headline(summary: list[dict]) -> str:
+    """One row per data version: the paper's loss (bce) under both protocols beside the SASRec paper, and
+    the loss with the best full-ranking validation NDCG@10 beside the best published full-ranking numbers."""
+
+    def pair(r: dict | None) -> str:
+        if r is None:
+            return "not run"
+        seeds = f" ({r['seeds']} seeds)" if r["seeds"] > 1 else ""
+        return f"{r['HR@10']:.4f} / {r['NDCG@10']:.4f}{seeds}"
+
+    def paper_bce(dataset: str, variant: str, protocol: str) -> dict | None:
+        untagged = re.compile(rf"{re.escape(dataset)}-{re.escape(variant)}-bce-seed\d+")
+        return next(
+            (
+                r
+                for r in summary
+                if (r["dataset"], r["variant"], r["loss"], r["protocol"]) == (dataset, variant, "bce", protocol)
+                and all(untagged.fullmatch(run) for run in r["runs"])
+            ),
+            None,
+        )
+
+    lines = [
+        "| dataset | ours, paper's protocol (bce) | SASRec paper | ours, full ranking (bce) | "
+        "ours, full ranking (best loss) | best published, full ranking |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset, variant, label in HEADLINE:
+        anchor = ANCHORS.get((dataset, variant), (None, None, ""))
+        paper = f"{anchor[0]} / {anchor[1]}" if anchor[2] == "SASRec paper" else "other version"
+        candidates = [
+            r
+            for r in summary
+            if (r["dataset"], r["variant"], r["protocol"]) == (dataset, variant, "full")
+            and r["selection"] == "validation full NDCG@10"
+        ]
+        best = max(candidates, key=lambda r: r["valid_NDCG@10"], default=None)
+        best_text = "not run"
+        if best is not None:
+            extra = best["setting"].split(", ")[:-1]  # without the epoch cap
+            extra = [e for e in extra if e not in ("bucket batches", "position-weighted")]
+            best_text = f"{pair(best)} ({', '.join([best['loss'], *extra])})"
+        published = PUBLISHED_FULL.get((dataset, variant))
+        published_text = f"{published[0]} / {published[1]}, {published[2]}" if published else "none published"
+        lines.append(
+            f"| {label} | {pair(paper_bce(dataset, variant, 'sampled'))} | {paper} | "
+            f"{pair(paper_bce(dataset, variant, 'full'))} | {best_text} | {published_text} |"
+        )
+    lines.append("| Steam | not run (the paper's file is not available here) | 0.8729 / 0.6306 | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -387,19 +734,31 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--epochs", type=int, help="override the presets' epoch count (for a quick check)")
     parser.add_argument("--only", nargs="*", help="only experiments whose run name contains one of these")
-    parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where results.md is written")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help="gets the headline table")
+    parser.add_argument(
+        "--aggregate-only",
+        action="store_true",
+        help="only rebuild the tables and curves from results/runs (no data, no training)",
+    )
     args = parser.parse_args()
-    args.runs.mkdir(parents=True, exist_ok=True)
     if not args.aggregate_only:
+        args.runs.mkdir(parents=True, exist_ok=True)
         work = args.runs / "data"
         prepare(args.data_dir, work)
-        jobs = sorted(((exp, seed) for suite in args.suite for exp in SUITES[suite] for seed in exp.seeds
-                       if not args.only or any(o in exp.name(seed) for o in args.only)),
-                      key=lambda job: PRIORITY.index(job[0].name(job[1])) if job[0].name(job[1]) in PRIORITY
-                      else len(PRIORITY))
+        jobs = sorted(
+            (
+                (exp, seed)
+                for suite in args.suite
+                for exp in SUITES[suite]
+                for seed in exp.seeds
+                if not args.only or any(o in exp.name(seed) for o in args.only)
+            ),
+            key=lambda job: PRIORITY.index(job[0].name(job[1])) if job[0].name(job[1]) in PRIORITY else len(PRIORITY),
+        )
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(lambda job: run_one(*job, work, args.runs, args.threads, args.epochs), jobs))
-    aggregate(args.runs, args.results)
+    aggregate(args.runs, args.results, args.docs, args.readme)
     return 0
 
 

@@ -99,9 +99,13 @@ class RandomScorer:
         return rows[:, items] if items.dim() == 1 else rows.gather(1, items)
 
 
+def small_synthetic() -> Sequences:
+    return make_synthetic(num_users=300, num_items=120, seed=3)
+
+
 @pytest.fixture(scope="module")
 def split():
-    return split_leave_one_out(make_synthetic(num_users=300, num_items=120, seed=3))
+    return split_leave_one_out(small_synthetic())
 
 
 def test_ties_are_pessimistic(split) -> None:
@@ -144,7 +148,6 @@ def test_sampled_negatives_are_unseen_distinct_and_reproducible(split) -> None:
 
 
 def test_popularity_negatives_follow_popularity() -> None:
-    seqs = Sequences.from_lists([[1, 2, 3]] * 50 + [[4, 5, 6]], num_items=400)
     sets = ItemSets(Sequences.from_lists([[1]], num_items=400))
     weights = np.ones(400)
     weights[399] = 10_000.0  # item 400 dominates
@@ -152,19 +155,20 @@ def test_popularity_negatives_follow_popularity() -> None:
         np.random.default_rng(0), sets, np.zeros(200, dtype=np.int64), 5, 400, weights=weights
     )
     assert (negatives == 400).any(axis=1).mean() > 0.95
-    del seqs
 
 
 def test_no_test_item_leaks_into_validation_input(split) -> None:
-    scorer = RandomScorer(split.num_users, split.num_items)
-    Evaluator(split, "valid", "full").run(scorer)
-    for u, history in scorer.seen_histories.items():
-        assert history == split.train[u].tolist()
-        assert split.test[u] not in history[-1:] or split.test[u] in split.train[u].tolist()
-    scorer = RandomScorer(split.num_users, split.num_items)
-    Evaluator(split, "test", "full").run(scorer)
-    for u, history in scorer.seen_histories.items():
-        assert history == split.train[u].tolist() + [int(split.valid[u])]
+    # Against the raw sequences, not the split's own arrays: validation reads all but the last two items
+    # and ranks the second-to-last; test reads all but the last and ranks the last.
+    raw = small_synthetic().to_lists()
+    for name, cut in (("valid", 2), ("test", 1)):
+        scorer = RandomScorer(split.num_users, split.num_items)
+        evaluator = Evaluator(split, name, "full")
+        evaluator.run(scorer)
+        assert sorted(scorer.seen_histories) == list(range(len(raw)))  # every user has >= 5 items
+        for u, history in scorer.seen_histories.items():
+            assert history == raw[u][:-cut], (name, u)
+            assert split.targets(name)[u] == raw[u][-cut], (name, u)
 
 
 def test_max_users_subset_is_seeded(split) -> None:
@@ -182,8 +186,6 @@ def test_transition_baseline_beats_popularity_on_sequential_data(split) -> None:
 
 
 def test_evaluate_command_on_a_run_and_a_baseline(tmp_path, capsys) -> None:
-    import json
-
     from sasrec.cli import main
     from sasrec.data.dataset import write_sasrec_file
 
@@ -264,7 +266,7 @@ def test_seen_held_out_item_is_a_miss_under_filter_seen(repeats) -> None:
     # Test split, seen items filtered (candidates: the items outside the input history):
     #   u0 item 6 is seen: miss;  u1 candidates {3, 6}: rank 1;  u2 item 5 is seen: miss;  u3 {2, 5, 6}: rank 2.
     got = Evaluator(repeats, "test", "full", ks=(1, 3)).run(scorer)
-    assert got.metrics["HR@1"] == 0.0  # before the fix: 0.5 (u0 and u2 ranked first among unseen items)
+    assert got.metrics["HR@1"] == 0.0  # ranking u0 and u2 among unseen items only would give 0.5
     assert got.metrics["HR@3"] == pytest.approx(2 / 4)
     assert got.metrics["NDCG@3"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 4)
     assert got.metrics["MRR@3"] == pytest.approx((1 / 2 + 1 / 3) / 4)
@@ -292,7 +294,7 @@ def test_nonfinite_scores_count_against_the_model(repeats, budget: int, monkeypa
     scorer.table[2, 1] = -torch.inf  # u2 (item 5): 6 and the -inf candidate 1 rank above it
     scorer.table[3, 4] = torch.inf  # u3's held-out item 4 scores +inf: last as well
     got = Evaluator(repeats, "test", "full", ks=(1, 3, 10), filter_seen=False).run(scorer)
-    # Ranks 5, 2, 2, 5; before the fix 0, 1, 1, 0 (HR@1 = 0.5).
+    # Ranks 5, 2, 2, 5 (ignoring the non-finite scores would give 0, 1, 1, 0 and HR@1 = 0.5).
     assert got.metrics["HR@1"] == 0.0
     assert got.metrics["HR@3"] == pytest.approx(2 / 4)
     assert got.metrics["HR@10"] == 1.0
@@ -311,7 +313,7 @@ def test_nonfinite_scores_under_the_sampled_protocol(repeats) -> None:
     scorer.table[0, 6] = torch.nan  # ... but u0's, NaN: below its negative
     scorer.table[1, [1, 2, 3, 4, 6]] = torch.nan  # u1's negative (3 or 6) is NaN: above its item 5
     got = Evaluator(repeats, "test", "sampled", ks=(1,), num_negatives=1).run(scorer)
-    assert got.metrics["HR@1"] == pytest.approx(2 / 4)  # before the fix: 1.0
+    assert got.metrics["HR@1"] == pytest.approx(2 / 4)  # ignoring the NaNs would give 1.0
     assert (got.nonfinite_target_scores, got.users_with_nonfinite_scores) == (1, 2)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_recommend import MAXLEN, NUM_ITEMS, make_run
+from helpers import MAXLEN, NUM_ITEMS, make_run
 
 from sasrec.checkpoint import save_checkpoint
 from sasrec.cli import main

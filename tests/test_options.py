@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FIXTURES
-from test_recommend import make_run
+from helpers import FIXTURES, make_run
 
 import sasrec
 from sasrec import cli

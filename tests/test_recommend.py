@@ -1,8 +1,5 @@
-"""The recommendation API (sasrec.recommend) and the `sasrec recommend` command.
-
-``make_run`` builds a tiny run directory (random-init model, dataset file and id maps) in milliseconds; the
-serving and export tests import it too.
-"""
+"""The recommendation API (sasrec.recommend) and the `sasrec recommend` command, on the tiny run directory
+of ``helpers.make_run`` (random-init model, dataset file and id maps)."""
 
 from __future__ import annotations
 
@@ -13,49 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ITEM_IDS, MAXLEN, NUM_ITEMS, USER_IDS, make_run, tiny_sequences, write_map
 
-from sasrec.checkpoint import save_checkpoint
+from sasrec.checkpoint import load_checkpoint, save_checkpoint
 from sasrec.cli import main
 from sasrec.config import Config
-from sasrec.data.dataset import Sequences, file_sha256, read_sasrec_file, write_sasrec_file
+from sasrec.data.dataset import Sequences, file_sha256, read_sasrec_file
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.model import SASRec
 from sasrec.recommend import Recommender, UnknownItemsError, read_id_map
-from sasrec.runs import write_run
-
-NUM_ITEMS, MAXLEN = 20, 10
-ITEM_IDS = [f"m{100 + i}" for i in range(1, NUM_ITEMS)] + ["tab\there"]  # the last needs unescaping
-USER_IDS = ["alice", "bob", "carol", "dave", "erin", "frank"]
-
-
-def tiny_sequences(seed: int = 0) -> Sequences:
-    """Six users of 12..15 distinct items each, every item 1..NUM_ITEMS used."""
-    rng = np.random.default_rng(seed)
-    seqs = [list(rng.permutation(NUM_ITEMS)[: 12 + u % 4] + 1) for u in range(len(USER_IDS))]
-    seqs[0] = list(range(1, NUM_ITEMS + 1))[:15]
-    seqs[1] = list(range(NUM_ITEMS, 0, -1))[:15]
-    return Sequences.from_lists(seqs, NUM_ITEMS)
-
-
-def write_map(path: Path, ids: list[str]) -> None:
-    escaped = [i.replace("\\", "\\\\").replace("\t", "\\t") for i in ids]
-    path.write_text("new_id\toriginal_id\n" + "".join(f"{n}\t{v}\n" for n, v in enumerate(escaped, start=1)))
-
-
-def make_run(root: Path, maps: bool = True, seed: int = 0, **config: object) -> Path:
-    """A run directory in ``root/run`` over ``root/data/tiny.txt`` (+ id maps unless ``maps=False``)."""
-    data_dir = root / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    data_file = data_dir / "tiny.txt"
-    write_sasrec_file(tiny_sequences(), data_file)
-    if maps:
-        write_map(data_dir / "tiny.item_map.tsv", ITEM_IDS)
-        write_map(data_dir / "tiny.user_map.tsv", USER_IDS)
-    cfg = Config(dataset=str(data_file), maxlen=MAXLEN, hidden=8, num_blocks=2, num_heads=2, dropout=0.0, **config)
-    torch.manual_seed(seed)
-    model = SASRec(NUM_ITEMS, maxlen=cfg.maxlen, hidden=cfg.hidden, num_blocks=cfg.num_blocks,
-                   num_heads=cfg.num_heads, dropout=cfg.dropout)
-    return write_run(root / "run", cfg, model, f"sha256:{file_sha256(data_file)}").path
+from sasrec.runs import build_model, write_run
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +148,10 @@ def test_missing_dataset_is_reported_and_data_dir_overrides(tmp_path: Path) -> N
     with pytest.raises(SASRecError, match="data_dir"):
         Recommender.load(run_dir)
     rec = Recommender.load(run_dir, data_dir=moved)
-    assert rec.recommend_user("alice", k=2)[0][0] in ITEM_IDS
+    # The user's history and the id maps are read from the moved folder: alice is user 1, items 1..15.
+    alice = [ITEM_IDS[i - 1] for i in tiny_sequences()[0].tolist()]
+    assert rec.user_history("alice") == alice
+    assert rec.recommend_user("alice", k=2) == rec.recommend(alice, k=2)
 
 
 def test_trained_run(tmp_path: Path) -> None:
@@ -206,7 +173,20 @@ def test_trained_run(tmp_path: Path) -> None:
     )
     train(config)
     rec = Recommender.load(tmp_path / "trained")
-    assert [i for i, _ in rec.recommend_user("bob", k=3)][0] in ITEM_IDS
+    # The model is the best checkpoint training wrote, not a fresh initialisation ...
+    best = build_model(config, NUM_ITEMS)
+    load_checkpoint(tmp_path / "trained" / "best.safetensors", best)
+    for name, tensor in best.state_dict().items():
+        torch.testing.assert_close(rec.model.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    # ... the user and item maps next to the dataset are found, and the list is that model's top 3 unseen.
+    bob = tiny_sequences()[1].tolist()
+    assert rec.user_history("bob") == [ITEM_IDS[i - 1] for i in bob]
+    scores = reference_scores(rec, bob)
+    scores[[0, *bob]] = -np.inf
+    expected = np.argsort(-scores, kind="stable")[:3]
+    got = rec.recommend_user("bob", k=3)
+    assert [i for i, _ in got] == [ITEM_IDS[i - 1] for i in expected]
+    np.testing.assert_allclose([s for _, s in got], scores[expected], rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -272,8 +252,6 @@ def test_evaluation_hits_are_what_recommend_shows(exclude_seen: bool) -> None:
 
 def poisoned_run(root: Path, item: int | None = None) -> tuple[Path, SASRec]:
     """A run whose checkpoint holds NaN weights: every weight, or only item ``item``'s embedding row."""
-    from sasrec.checkpoint import load_checkpoint
-
     run_dir = make_run(root)
     model = SASRec(NUM_ITEMS, maxlen=MAXLEN, hidden=8, num_blocks=2, num_heads=2, dropout=0.0)
     load_checkpoint(run_dir / "best.safetensors", model)

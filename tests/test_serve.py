@@ -14,7 +14,7 @@ import pytest
 import starlette.requests
 import torch
 from fastapi.testclient import TestClient
-from test_recommend import ITEM_IDS, MAXLEN, NUM_ITEMS, make_run
+from helpers import ITEM_IDS, MAXLEN, NUM_ITEMS, make_run
 
 from sasrec.cli import main
 from sasrec.errors import SASRecError

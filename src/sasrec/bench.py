@@ -2,9 +2,10 @@
 
 For each dataset preset it trains a few epochs with the paper's hyperparameters and prints seconds per
 epoch, examples and real positions per second, GFLOP/s on real positions beside this machine's measured
-float32 matmul peak, validation/evaluation seconds, and the process's peak memory. ``steam-sized`` is a
-generated workload with Steam's size (334,730 users, 13,047 items, ~3.7M interactions): long-tailed
-lengths of mean 11 and Zipf item popularity, as described in the paper; no real Steam data is used.
+float32 matmul peak, validation/evaluation seconds, and the process's peak memory; ``--json FILE`` keeps
+them and ``--markdown docs/speed.md`` appends them there as a dated table. ``steam-sized`` is a generated
+workload with Steam's size (334,730 users, 13,047 items, ~3.7M interactions): long-tailed lengths of mean 11
+and Zipf item popularity, as described in the paper; no real Steam data is used.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import platform
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,8 +69,9 @@ def steam_sized(seed: int = 0, users: int = 334_730, items: int = 13_047, mean_l
 
 def bench_dataset(name: str, data: Sequences, epochs: int, batching: str, threads: int) -> dict:
     preset = "steam" if name == "steam-sized" else name
-    config = resolve({"dataset": "synthetic", "preset": preset, "quiet": True, "batching": batching,
-                      "threads": threads or None})
+    config = resolve(
+        {"dataset": "synthetic", "preset": preset, "quiet": True, "batching": batching, "threads": threads or None}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(config, RunDir(tmp), data=data)
         seconds, positions = [], 0
@@ -88,15 +91,44 @@ def bench_dataset(name: str, data: Sequences, epochs: int, batching: str, thread
         flops = flops_per_epoch(train, config.maxlen, config.hidden, config.num_blocks, config.negatives)
         median = statistics.median(seconds)
         return {
-            "dataset": name, "batching": batching, "epochs_timed": epochs,
-            "seconds_per_epoch": round(median, 3), "seconds_all": [round(s, 3) for s in seconds],
+            "dataset": name,
+            "batching": batching,
+            "epochs_timed": epochs,
+            "seconds_per_epoch": round(median, 3),
+            "seconds_all": [round(s, 3) for s in seconds],
             "examples_per_second": round(len(trainer.sampler.users) / median, 1),
             "positions_per_second": round(positions / median, 1),
             "gflops_per_second_real_positions": round(flops / median / 1e9, 2),
-            "validation_seconds": round(valid_seconds, 3), "test_eval_seconds": eval_seconds,
+            "validation_seconds": round(valid_seconds, 3),
+            "test_eval_seconds": eval_seconds,
             "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "users": train.num_users, "items": train.num_items, "interactions": int(data.offsets[-1]),
+            "users": train.num_users,
+            "items": train.num_items,
+            "interactions": int(data.offsets[-1]),
         }
+
+
+def markdown_table(report: dict, command: str = "") -> str:
+    """A report as a dated Markdown section (heading, machine, command, one row per run) for ``docs/speed.md``."""
+    machine, peak = report["machine"], report["matmul_peak_gflops"]
+    lines = [
+        f"### {time.strftime('%Y-%m-%d %H:%M')}: {machine['cpus']} threads, torch {machine['torch']}",
+        "",
+        f"{machine['platform']}; float32 matmul peak {peak} GFLOP/s." + (f" `{command}`" if command else ""),
+        "",
+        "| workload | batching | s/epoch (median) | real positions/s | GFLOP/s (real) | validation | "
+        "test eval full / sampled | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["runs"]:
+        gflops, evals = r["gflops_per_second_real_positions"], r["test_eval_seconds"]
+        lines.append(
+            f"| {r['dataset']} ({r['users']:,} users, {r['items']:,} items, {r['interactions']:,} interactions) | "
+            f"{r['batching']} | {r['seconds_per_epoch']:.2f} | {r['positions_per_second'] / 1000:.1f}k | "
+            f"{gflops:.1f} of {peak} peak ({100 * gflops / peak:.1f}%) | {r['validation_seconds']:.2f} s | "
+            f"{evals['full']:.2f} s / {evals['sampled']:.2f} s | {r['peak_rss_mb_so_far']:.0f} MiB |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,12 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batching", nargs="+", default=["bucket"], choices=("random", "shuffle", "bucket"))
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--markdown", help="append the results as a dated table to this file (docs/speed.md)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = {"machine": {"cpus": torch.get_num_threads(), "torch": torch.__version__,
-                          "platform": platform.platform(), "processor": platform.processor()},
-              "matmul_peak_gflops": round(matmul_peak_gflops(), 1), "runs": []}
+    report = {
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+        },
+        "matmul_peak_gflops": round(matmul_peak_gflops(), 1),
+        "runs": [],
+    }
     print(f"float32 matmul peak: {report['matmul_peak_gflops']} GFLOP/s on {torch.get_num_threads()} threads")
     for name in args.datasets:
         if name == "steam-sized":
@@ -129,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        command = "python -m sasrec.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(args.markdown, "a") as f:
+            f.write("\n" + markdown_table(report, command))
     return 0
 
 

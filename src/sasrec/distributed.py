@@ -158,8 +158,8 @@ def finish(info: DistInfo) -> None:
     threads live until the interpreter shuts down. A worker that finishes an all-reduce releases the
     reduced tensor (a Python object) just *after* the caller has been told the result is ready; if the
     process is already finalizing Python by then, that release aborts the process ("terminate called
-    without an active exception", SIGABRT) after all the work is done: 4 exits in about 230 on a loaded
-    2-core machine. A barrier is one more network round trip, by which time the workers have let go.
+    without an active exception", SIGABRT) after all the work is done, now and then and more often on a loaded
+    machine. A barrier is one more network round trip, by which time the workers have let go.
     """
     barrier(info)
 

@@ -42,7 +42,6 @@ from sasrec.atomic import default_mode, temp_beside
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.model import SASRec
 
-FORMATS = ("onnx",)
 OPSET = 17
 MIN_OPSET = 14  # scaled_dot_product_attention exports from opset 14 on
 # The newest opset torch's TorchScript exporter supports (it only warns above it, and may export a wrong graph).
@@ -202,8 +201,6 @@ def export_command(args: argparse.Namespace) -> int:
     """``sasrec export`` (arguments: :mod:`sasrec.cli`)."""
     from sasrec.runs import load_run
 
-    if args.format not in FORMATS:
-        raise ConfigError(f"unsupported format {args.format!r}; choose one of {', '.join(FORMATS)}")
     check_opset(args.opset)
     out = check_output(Path(args.out) if args.out else Path(args.run) / "model.onnx", args.force)
     loaded = load_run(args.run, args.checkpoint, "cpu")

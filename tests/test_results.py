@@ -1,0 +1,88 @@
+"""The published numbers are the measured ones: the README's headline table, docs/results.md and
+results/summary.json are regenerated here from the kept runs (results/runs/*) and compared exactly, and the
+speed tables are checked against the benchmark JSON they quote."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+from sasrec.bench import markdown_table
+
+RESULTS, DOCS, README = REPO / "results", REPO / "docs", REPO / "README.md"
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    """scripts/reproduce.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = module  # dataclasses look their module up here
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("reproduce", None)
+
+
+def test_summary_and_tables_are_what_the_runs_say(reproduce) -> None:
+    summary, _ = reproduce.summarize(RESULTS / "runs")
+    assert summary == json.loads((RESULTS / "summary.json").read_text())
+    generated = reproduce.read_block(DOCS / "results.md", reproduce.RESULTS_START, reproduce.RESULTS_END)
+    assert generated == reproduce.table(summary), "docs/results.md: run python scripts/reproduce.py --aggregate-only"
+    headline = reproduce.read_block(README, reproduce.HEADLINE_START, reproduce.HEADLINE_END)
+    assert headline == reproduce.headline(summary), "README.md: run python scripts/reproduce.py --aggregate-only"
+
+
+def test_headline_rows(reproduce) -> None:
+    summary, _ = reproduce.summarize(RESULTS / "runs")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in reproduce.headline(summary).splitlines()[2:]}
+    # The paper suite's bce runs (no ablation tag) and, under full ranking, the loss that validated best.
+    assert (
+        "| 0.7410 / 0.5365 (3 seeds) | 0.741 / 0.536 | 0.0688 / 0.0344 (3 seeds) |"
+        in rows["Amazon Games, kang205's `Video.txt`"]
+    )
+    assert "0.3058 / 0.1758 (ce, hidden 64, dropout 0.1)" in rows["MovieLens-1M, kang205's `ml-1m.txt`"]
+    assert "| not run |" in rows["Amazon Beauty 5-core, S3-Rec's `Beauty.txt`"]  # no softmax-family run
+
+
+def test_aggregate_only_needs_nothing_but_results_runs(reproduce, tmp_path: Path) -> None:
+    results, docs, readme = tmp_path / "results", tmp_path / "docs", tmp_path / "README.md"
+    shutil.copytree(RESULTS / "runs", results / "runs")
+    readme.write_text(f"# x\n\n{reproduce.HEADLINE_START}\nstale\n{reproduce.HEADLINE_END}\n\nkept\n")
+    reproduce.aggregate(tmp_path / "no-runs-here", results, docs, readme)
+    assert (results / "summary.json").read_text() == (RESULTS / "summary.json").read_text()
+    assert reproduce.read_block(docs / "results.md", reproduce.RESULTS_START, reproduce.RESULTS_END) == (
+        reproduce.read_block(DOCS / "results.md", reproduce.RESULTS_START, reproduce.RESULTS_END)
+    )
+    assert "stale" not in readme.read_text() and readme.read_text().endswith("\n\nkept\n")
+    assert (results / "learning_curves.png").stat().st_size > 0
+    # Nothing to aggregate: an error, and the existing summary is left alone.
+    shutil.rmtree(results / "runs")
+    (results / "runs").mkdir()
+    with pytest.raises(SystemExit, match="no finished run"):
+        reproduce.aggregate(tmp_path / "no-runs-here", results, docs, readme)
+    assert (results / "summary.json").read_text() == (RESULTS / "summary.json").read_text()
+
+
+def test_speed_tables_quote_the_benchmark_json() -> None:
+    report = json.loads((RESULTS / "bench_train_latest.json").read_text())
+    generated = markdown_table(report)
+    speed = (DOCS / "speed.md").read_text()
+    labels = {"games": "| Amazon Games (maxlen 50) |", "ml-1m": "| MovieLens-1M (maxlen 200) |"}
+    for run in report["runs"]:
+        row = next(line for line in speed.splitlines() if line.startswith(labels[run["dataset"]]))
+        peak, gflops = report["matmul_peak_gflops"], run["gflops_per_second_real_positions"]
+        for cell in (
+            f"{run['seconds_per_epoch']:.2f}",
+            f"{run['positions_per_second'] / 1000:.1f}k",
+            f"{gflops:.1f} of {peak} peak ({100 * gflops / peak:.1f}%)",
+        ):
+            assert f"| {cell} |" in row and f"| {cell} |" in generated, (run["dataset"], cell)
+        assert f"{run['seconds_per_epoch']:.2f} s on" in README.read_text()  # the README's speed summary
