@@ -50,27 +50,39 @@ def test_same_seed_gives_identical_runs(small_file: Path, tmp_path: Path) -> Non
 
 
 def test_kill_and_resume_equals_uninterrupted_run(small_file: Path, tmp_path: Path) -> None:
-    args = ["--dataset", str(small_file), "--hidden", "16", "--maxlen", "20", "--batch-size", "16",
-            "--epochs", "8", "--patience", "0", "--seed", "3", "--quiet"]
-    assert main(["train", *args, "--out", str(tmp_path / "whole")]) == 0
-    killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "sasrec", "train", *args, "--out", str(killed)], env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if (killed / "log.jsonl").exists() and len((killed / "log.jsonl").read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "results.json").exists()
-    assert main(["train", "--resume", str(killed), "--quiet"]) == 0
+    """kill -9 after epoch 3 and --resume: the same log, results and checkpoint files as a run never stopped,
+    at 2 threads while another process keeps the CPU busy."""
+    # Batches of ~1200 positions: large enough for ATen to split their sums and gathers between threads.
+    args = ["--dataset", str(small_file), "--hidden", "32", "--maxlen", "20", "--batch-size", "128",
+            "--epochs", "8", "--patience", "0", "--seed", "3", "--threads", "2", "--quiet"]
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert main(["train", *args, "--out", str(tmp_path / "whole")]) == 0
+        killed = tmp_path / "killed"
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+        proc = subprocess.Popen([sys.executable, "-m", "sasrec", "train", *args, "--out", str(killed)], env=env)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if (killed / "log.jsonl").exists() and len((killed / "log.jsonl").read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (killed / "results.json").exists()
+        assert main(["train", "--resume", str(killed), "--quiet"]) == 0
+    finally:
+        burner.kill()
+        burner.wait()
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     resumed = json.loads((killed / "results.json").read_text())
-    assert resumed["sampled"]["metrics"] == whole["sampled"]["metrics"]
-    assert resumed["full"]["metrics"] == whole["full"]["metrics"]
-    assert [r["loss"] for r in run_log(killed)] == [r["loss"] for r in run_log(tmp_path / "whole")]
+    for protocol in ("sampled", "full"):
+        assert resumed[protocol]["metrics"] == whole[protocol]["metrics"]
+    untimed = [[{k: v for k, v in r.items() if "seconds" not in k} for r in run_log(run)]
+               for run in (killed, tmp_path / "whole")]
+    assert untimed[0] == untimed[1]
+    for name in ("last.safetensors", "best.safetensors"):
+        assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:

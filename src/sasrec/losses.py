@@ -60,6 +60,39 @@ from sasrec.config import LOSS_SPECS, loss_settings
 # 1M float32 scores = 4 MiB, cache-sized: 1.5x faster than 16M-score chunks on ML-1M batches (1 thread).
 CE_CHUNK_ELEMENTS = 2**20
 CE_CHUNK_ELEMENTS_GPU = 2**24  # on a GPU, larger chunks: fewer kernel launches
+# Rows summed by one thread in fixed_order_sum: below ATen's parallel grain size (32768), so summed serially.
+SERIAL_SUM_ELEMENTS = 2**14
+
+
+def fixed_order_sum(x: torch.Tensor) -> torch.Tensor:
+    """The sum of all elements of ``x`` (a 0-dim tensor), rounded the same way at any thread count.
+
+    ``x.sum()`` over 32768 elements or more gives every thread a partial sum, so its last bits change with
+    ``torch.set_num_threads``. Summing rows of ``SERIAL_SUM_ELEMENTS`` (each row by one thread, zero-padded),
+    then the row sums, fixes the order. Used for every loss's mean: the logged loss must not depend on
+    ``--threads`` either.
+    """
+    x = x.reshape(-1)
+    while x.numel() > SERIAL_SUM_ELEMENTS:
+        x = F.pad(x, (0, -x.numel() % SERIAL_SUM_ELEMENTS)).view(-1, SERIAL_SUM_ELEMENTS).sum(1)
+    return x.sum()
+
+
+def fixed_order_mean(x: torch.Tensor) -> torch.Tensor:
+    """``x.mean()`` in the order of :func:`fixed_order_sum`; ``x`` must not be empty."""
+    return fixed_order_sum(x) / x.numel()
+
+
+def item_rows(item_weight: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``item_weight[items]``: rows of ``(I + 1, d)`` for integer ``items`` of any shape -> ``(*items.shape, d)``.
+
+    Every loss gathers item vectors through this, never by indexing: the backward of ``weight[items]``
+    (``index_put_`` with accumulation) sums the gradients of an item drawn several times in an order that
+    depends on thread scheduling, so two runs with the same seed drift apart (by ~1e-8 after one step at
+    2 threads). ``F.embedding``'s CPU backward gives each thread a range of rows and adds a row's gradients
+    in the order of ``items``: the same sums at any thread count, and no slower.
+    """
+    return F.embedding(items, item_weight)
 
 
 def negative_logits(hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
@@ -71,9 +104,9 @@ def negative_logits(hidden: torch.Tensor, positives: torch.Tensor, negatives: to
     negative is the position's own target.
     """
     if negatives.dim() == 1:
-        logits = hidden @ item_weight[negatives].T  # (P, N)
+        logits = hidden @ item_rows(item_weight, negatives).T  # (P, N)
         return logits, negatives[None, :] == positives[:, None]
-    return torch.einsum("pd,pnd->pn", hidden, item_weight[negatives]), None
+    return torch.einsum("pd,pnd->pn", hidden, item_rows(item_weight, negatives)), None
 
 
 class BCELoss(nn.Module):
@@ -97,17 +130,20 @@ class BCELoss(nn.Module):
         if negatives.dim() == 2:
             # One gather for targets and negatives: its backward zero-fills the (I + 1, d) gradient once,
             # not twice, which is a tenth of a Games step.
-            logits = torch.einsum("pd,pnd->pn", hidden, item_weight[torch.cat([positives[:, None], negatives], 1)])
+            candidates = item_rows(item_weight, torch.cat([positives[:, None], negatives], 1))  # (P, 1 + N, d)
+            logits = torch.einsum("pd,pnd->pn", hidden, candidates)
             pos_logits, neg_logits, drop = logits[:, 0], logits[:, 1:], None
         else:
-            pos_logits = (hidden * item_weight[positives]).sum(-1)  # (P,)
+            pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1)  # (P,)
             neg_logits, drop = negative_logits(hidden, positives, negatives, item_weight)  # (P, N)
-        pos_loss = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
+        pos_loss = fixed_order_mean(F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits),
+                                                                        reduction="none"))
         if drop is None:
-            neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
+            neg_loss = fixed_order_mean(F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits),
+                                                                            reduction="none"))
         else:  # per position: the mean over its kept negatives (a mean over positions keeps DDP exact)
             kept = (~drop).sum(-1).clamp(min=1)
-            neg_loss = (F.softplus(neg_logits).masked_fill(drop, 0.0).sum(-1) / kept).mean()
+            neg_loss = fixed_order_mean(F.softplus(neg_logits).masked_fill(drop, 0.0).sum(-1) / kept)
         return pos_loss + neg_loss
 
 
@@ -178,8 +214,8 @@ class FullCELoss(nn.Module):
         budget = CE_CHUNK_ELEMENTS if hidden.device.type == "cpu" else CE_CHUNK_ELEMENTS_GPU
         chunk = self.chunk_size or max(1, budget // P)
         lse = chunked_logsumexp(hidden, item_weight[1:], chunk)  # (P,)
-        pos_logits = (hidden * item_weight[positives]).sum(-1)  # (P,)
-        return (lse - pos_logits.to(lse.dtype)).mean().to(hidden.dtype)
+        pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1)  # (P,)
+        return fixed_order_mean(lse - pos_logits.to(lse.dtype)).to(hidden.dtype)
 
 
 class SampledCELoss(nn.Module):
@@ -210,21 +246,21 @@ class SampledCELoss(nn.Module):
             return hidden.sum() * 0.0
         if self.in_batch:
             return self._in_batch(hidden, positives, item_weight)
-        pos_logits = (hidden * item_weight[positives]).sum(-1, keepdim=True)  # (P, 1)
+        pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1, keepdim=True)  # (P, 1)
         neg_logits, drop = negative_logits(hidden, positives, negatives, item_weight)  # (P, N)
         if drop is not None:
             neg_logits = neg_logits.masked_fill(drop, -math.inf)  # the target is not its own negative
         logits = torch.cat([pos_logits, neg_logits], dim=1)  # (P, 1 + N); the target is column 0
-        return F.cross_entropy(logits, torch.zeros_like(positives))
+        return fixed_order_mean(F.cross_entropy(logits, torch.zeros_like(positives), reduction="none"))
 
     @staticmethod
     def _in_batch(hidden: torch.Tensor, positives: torch.Tensor, item_weight: torch.Tensor) -> torch.Tensor:
         # unique (U,) items; index (P,): each row's target as a column of unique; counts (U,): c_j
         unique, index, counts = torch.unique(positives, return_inverse=True, return_counts=True)
-        logits = hidden @ item_weight[unique].T  # (P, U)
+        logits = hidden @ item_rows(item_weight, unique).T  # (P, U)
         shift = -counts.to(logits.dtype).log()[index]  # (P,): -log c_pos, added to each row's target column
         logits = logits.scatter_add(1, index[:, None], shift[:, None])
-        return F.cross_entropy(logits, index)
+        return fixed_order_mean(F.cross_entropy(logits, index, reduction="none"))
 
 
 class GBCELoss(nn.Module):
@@ -259,13 +295,13 @@ class GBCELoss(nn.Module):
         if hidden.shape[0] == 0:  # no real position (an empty shard): a zero that keeps the graph
             return hidden.sum() * 0.0
         beta = self.beta(item_weight.shape[0] - 1)
-        pos_logits = (hidden * item_weight[positives]).sum(-1)  # (P,)
+        pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1)  # (P,)
         neg_logits, drop = negative_logits(hidden, positives, negatives, item_weight)  # (P, N)
         neg_terms = F.softplus(neg_logits)
         if drop is not None:
             neg_terms = neg_terms.masked_fill(drop, 0.0)  # a shared negative equal to the target: no term
         per_position = beta * F.softplus(-pos_logits) + neg_terms.sum(-1)  # (P,)
-        return per_position.mean() / (1 + neg_logits.shape[1])
+        return fixed_order_mean(per_position) / (1 + neg_logits.shape[1])
 
 
 LOSSES: dict[str, type[nn.Module]] = {

@@ -11,12 +11,32 @@ kernel run without an explicit mask.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+# MKL's strict conditional numerical reproducibility: a matrix product gives the same bits at any thread count
+# (by default MKL splits a long inner dimension, such as the B * T positions a weight gradient sums over,
+# between threads). MKL reads this when PyTorch does its first matrix product, so it is set on import, before
+# any; a value the user set wins (MKL_CBWR=OFF turns it off). Builds without MKL ignore it.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` whose weight and bias gradients are the same sums at any thread count.
+
+    ATen's fused backward adds the rows' terms of those two gradients into one partial sum per thread, so
+    they change in the last bits with ``torch.set_num_threads``. Here the normalisation stays fused and the
+    affine part is a broadcast ``addcmul``, whose backward reduces over rows with every output column summed
+    by a single thread. Same parameters (``weight``, ``bias``) and state-dict keys as ``nn.LayerNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, self.normalized_shape, None, None, self.eps), self.weight)
 
 
 class Dropout(nn.Module):
@@ -152,9 +172,9 @@ class Block(nn.Module):
     def __init__(self, hidden: int, num_heads: int, dropout: float, norm_first: bool):
         super().__init__()
         self.norm_first = norm_first
-        self.attn_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.attn_norm = LayerNorm(hidden, eps=1e-8)
         self.attn = CausalSelfAttention(hidden, num_heads, dropout)
-        self.ffn_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.ffn_norm = LayerNorm(hidden, eps=1e-8)
         self.ffn = PointWiseFeedForward(hidden, dropout)
 
     def forward(self, x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
@@ -202,7 +222,7 @@ class SASRec(nn.Module):
         self.pos_emb = nn.Embedding(maxlen, hidden)
         self.emb_dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(hidden, num_heads, dropout, norm_first) for _ in range(num_blocks))
-        self.last_norm = nn.LayerNorm(hidden, eps=1e-8)
+        self.last_norm = LayerNorm(hidden, eps=1e-8)
         self.out_emb = None if tied_output else nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.reset_parameters()
 

@@ -22,7 +22,7 @@ from sasrec.data.dataset import Sequences, Split, split_leave_one_out
 from sasrec.distributed import DistInfo
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.evaluate import Evaluator, ModelScorer
-from sasrec.losses import make_loss
+from sasrec.losses import fixed_order_sum, make_loss
 from sasrec.preflight import check_run
 from sasrec.runs import RunDir, build_model, default_run_dir, load_dataset, pick_device
 from sasrec.sampling import TrainSampler
@@ -112,7 +112,7 @@ class Trainer:
             neg = neg[real] if neg.dim() == 3 else neg  # (P, N) per position, or (N,) shared by the batch
             loss = self.loss_fn(hidden, pos[real], neg, self.model.output_weight) * share
             if self.config.l2_emb:  # tf l2_regularizer on the input item embedding, as the reference
-                loss = loss + self.config.l2_emb * 0.5 * self.model.item_emb.weight.pow(2).sum()
+                loss = loss + self.config.l2_emb * 0.5 * fixed_order_sum(self.model.item_emb.weight.pow(2))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
