@@ -44,13 +44,16 @@ def main() -> int:
                 result = evaluator.run(scorer)
                 row = {"dataset": name, "baseline": baseline, **result.to_json()}
                 report["baselines"].append(row)
-                print(f"{name:6s} {baseline:10s} {protocol:8s} HR@10 {result.metrics['HR@10']:.4f} "
-                      f"NDCG@10 {result.metrics['NDCG@10']:.4f}  ({result.users} users, {result.seconds:.2f}s)")
+                print(
+                    f"{name:6s} {baseline:10s} {protocol:8s} HR@10 {result.metrics['HR@10']:.4f} "
+                    f"NDCG@10 {result.metrics['NDCG@10']:.4f}  ({result.users} users, {result.seconds:.2f}s)"
+                )
         model = build_model(resolve({"dataset": "synthetic", "preset": name}), split.num_items).eval()
         for protocol, evaluator in evaluators.items():
             seconds = min(evaluator.run(ModelScorer(model)).seconds for _ in range(3))
-            report["timings"].append({"dataset": name, "protocol": protocol, "users": len(evaluator.users),
-                                      "seconds": round(seconds, 3)})
+            report["timings"].append(
+                {"dataset": name, "protocol": protocol, "users": len(evaluator.users), "seconds": round(seconds, 3)}
+            )
             print(f"{name:6s} SASRec evaluation, {protocol:8s}: {len(evaluator.users)} users in {seconds:.2f}s")
     args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -35,8 +35,9 @@ def best_time(path: Path, repeat: int) -> tuple[float, Sequences]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared-data", type=Path,
-                        default=Path(os.environ.get("SASREC_SHARED_DATA") or DEFAULT_SHARED))
+    parser.add_argument(
+        "--shared-data", type=Path, default=Path(os.environ.get("SASREC_SHARED_DATA") or DEFAULT_SHARED)
+    )
     parser.add_argument("--repeat", type=int, default=3, help="report the best of N loads")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -46,8 +47,7 @@ def main() -> None:
     if ml1m.exists():
         seconds, seqs = best_time(ml1m, args.repeat)
         report["ml-1m_seconds"] = round(seconds, 3)
-        print(f"ml-1m.txt: {seconds:.3f} s ({seqs.num_users:,} users, {len(seqs.items):,} lines; "
-              "target < 1 s)")
+        print(f"ml-1m.txt: {seconds:.3f} s ({seqs.num_users:,} users, {len(seqs.items):,} lines; target < 1 s)")
     else:
         print(f"ml-1m.txt: skipped ({ml1m} not present)")
 
@@ -60,9 +60,11 @@ def main() -> None:
         seconds, loaded = best_time(path, args.repeat)
         assert np.array_equal(loaded.items, seqs.items) and np.array_equal(loaded.offsets, seqs.offsets)
         report.update(steam_sized_seconds=round(seconds, 3), steam_sized_lines=len(loaded.items))
-        print(f"Steam-sized: {seconds:.3f} s ({loaded.num_users:,} users, {loaded.num_items:,} items, "
-              f"{len(loaded.items):,} lines, {path.stat().st_size / 1e6:.1f} MB; target < 5 s; "
-              f"writing it took {written:.1f} s)")
+        print(
+            f"Steam-sized: {seconds:.3f} s ({loaded.num_users:,} users, {loaded.num_items:,} items, "
+            f"{len(loaded.items):,} lines, {path.stat().st_size / 1e6:.1f} MB; target < 5 s; "
+            f"writing it took {written:.1f} s)"
+        )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

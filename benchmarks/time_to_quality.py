@@ -32,8 +32,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", type=Path, default=Path("results/time_to_quality.json"))
-    parser.add_argument("--keep", type=Path, default=Path("results/time_to_quality"),
-                        help="where the run's config.json, log.jsonl and results.json are kept")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=Path("results/time_to_quality"),
+        help="where the run's config.json, log.jsonl and results.json are kept",
+    )
     parser.add_argument("extra", nargs="*", help="more `sasrec train` options, after --")
     args = parser.parse_args()
     try:
@@ -43,9 +47,26 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "sasrec", "train", "--quiet", "--dataset", str(path), "--preset", args.dataset,
-               "--threads", str(args.threads), "--seed", str(args.seed), "--max-minutes", str(args.minutes),
-               "--out", str(out), *args.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sasrec",
+            "train",
+            "--quiet",
+            "--dataset",
+            str(path),
+            "--preset",
+            args.dataset,
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+            "--max-minutes",
+            str(args.minutes),
+            "--out",
+            str(out),
+            *args.extra,
+        ]
         print("$", " ".join(cmd), flush=True)
         start = time.perf_counter()
         subprocess.run(cmd, check=True)
@@ -58,13 +79,22 @@ def main() -> int:
             shutil.copy(out / name, kept / name)
     goal_hr, goal_minutes = GOALS[args.dataset]
     sampled = results["sampled"]["metrics"]
-    row = {"dataset": args.dataset, "command": " ".join(["python", "benchmarks/time_to_quality.py", *sys.argv[1:]]),
-           "threads": args.threads, "seed": args.seed, "budget_minutes": args.minutes,
-           "wall_minutes": round(wall / 60, 2), "epochs": epochs, "best_epoch": results["best_epoch"],
-           "test_sampled_HR@10": round(sampled["HR@10"], 4), "test_sampled_NDCG@10": round(sampled["NDCG@10"], 4),
-           "test_full_HR@10": round(results["full"]["metrics"]["HR@10"], 4),
-           "goal": f"HR@10 >= {goal_hr} in < {goal_minutes} min", "run_files": str(kept),
-           "met": sampled["HR@10"] >= goal_hr and wall / 60 < goal_minutes}
+    row = {
+        "dataset": args.dataset,
+        "command": " ".join(["python", "benchmarks/time_to_quality.py", *sys.argv[1:]]),
+        "threads": args.threads,
+        "seed": args.seed,
+        "budget_minutes": args.minutes,
+        "wall_minutes": round(wall / 60, 2),
+        "epochs": epochs,
+        "best_epoch": results["best_epoch"],
+        "test_sampled_HR@10": round(sampled["HR@10"], 4),
+        "test_sampled_NDCG@10": round(sampled["NDCG@10"], 4),
+        "test_full_HR@10": round(results["full"]["metrics"]["HR@10"], 4),
+        "goal": f"HR@10 >= {goal_hr} in < {goal_minutes} min",
+        "run_files": str(kept),
+        "met": sampled["HR@10"] >= goal_hr and wall / 60 < goal_minutes,
+    }
     print(json.dumps(row, indent=2))
     rows = json.loads(args.json.read_text()) if args.json.exists() else []
     args.json.write_text(json.dumps([*rows, row], indent=2) + "\n")

@@ -56,8 +56,10 @@ from sasrec.losses import make_loss
 from sasrec.model import SASRec
 from sasrec.sampling import Batch, TrainSampler
 
-pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
-                                reason="torch.distributed with the gloo backend is not available")
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available",
+)
 
 WORLD = 2
 HIDDEN = 16
@@ -75,8 +77,9 @@ def _free_port() -> int:
 def _join(rank: int, port: int, timeout_seconds: float | None = None) -> DistInfo:
     """Set torchrun's environment variables for this rank and join the group, as ``sasrec train`` does."""
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(WORLD))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD)
+    )
     if timeout_seconds is not None:
         os.environ[TIMEOUT_ENV] = str(timeout_seconds)
     return init_from_env("cpu")
@@ -86,21 +89,27 @@ def _spawn(worker, *args) -> None:
     mp.spawn(worker, args=(_free_port(), *args), nprocs=WORLD, join=True)
 
 
-def _setup(seed: int = 0, batching: str = "shuffle", batch_size: int = 48, loss: str = "bce", negatives: int = 1,
-           **loss_options):
+def _setup(
+    seed: int = 0,
+    batching: str = "shuffle",
+    batch_size: int = 48,
+    loss: str = "bce",
+    negatives: int = 1,
+    **loss_options,
+):
     """The same data, model (dropout 0), loss, optimizer and sampler on every process."""
     split = split_leave_one_out(make_synthetic(num_users=240, num_items=120, seed=3))
     torch.manual_seed(seed)
     model = SASRec(split.num_items, maxlen=20, hidden=HIDDEN, num_blocks=2, num_heads=2, dropout=0.0)
     loss_fn = make_loss(loss, negatives, **loss_options)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98))
-    sampler = TrainSampler(split.train, 20, batch_size, loss_fn.num_negatives, batching, seed=seed,
-                           shared_negatives=loss_fn.shared)
+    sampler = TrainSampler(
+        split.train, 20, batch_size, loss_fn.num_negatives, batching, seed=seed, shared_negatives=loss_fn.shared
+    )
     return split, model, loss_fn, optimizer, sampler
 
 
-def _loss(net: torch.nn.Module, model: SASRec, loss_fn: torch.nn.Module, batch: Batch, share: float
-          ) -> torch.Tensor:
+def _loss(net: torch.nn.Module, model: SASRec, loss_fn: torch.nn.Module, batch: Batch, share: float) -> torch.Tensor:
     """The training loss of ``sasrec.train.Trainer.train_epoch``: weighted mean loss + unweighted L2."""
     seq, pos, neg = (torch.from_numpy(a) for a in (batch.seq, batch.pos, batch.neg))
     real = pos > 0
@@ -127,8 +136,7 @@ def _without_key_bias(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {n: (p[HIDDEN:] if n.endswith("attn.kv_proj.bias") else p) for n, p in params.items()}
 
 
-def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float, rtol: float = 0.0
-                  ) -> None:
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float, rtol: float = 0.0) -> None:
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=atol, rtol=rtol, msg=lambda m, n=name: f"{n}: {m}")
@@ -181,10 +189,16 @@ def test_seed_epoch_gives_each_rank_and_epoch_its_own_reproducible_stream():
     assert draws(1, 3, backend=None)[0] == np.random.default_rng(0).bytes(8)  # single process: untouched
 
 
-@pytest.mark.parametrize("loss, negatives, options", [
-    ("bce", 1, {}), ("bce", 60, {"shared": True}), ("sampled-ce", 60, {"shared": True}),
-    ("gbce", 60, {"shared": True}), ("ce", 0, {}),
-])
+@pytest.mark.parametrize(
+    "loss, negatives, options",
+    [
+        ("bce", 1, {}),
+        ("bce", 60, {"shared": True}),
+        ("sampled-ce", 60, {"shared": True}),
+        ("gbce", 60, {"shared": True}),
+        ("ce", 0, {}),
+    ],
+)
 def test_weighting_is_what_makes_the_gradient_exact(loss, negatives, options):
     """Simulated without processes: DDP's average of the 2 ranks' gradients equals the whole batch's
     gradient only with the P_r * N / P weights; the plain per-rank mean loss is off."""
@@ -206,8 +220,9 @@ def test_weighting_is_what_makes_the_gradient_exact(loss, negatives, options):
 
 
 # ---------------------------------------------------------------------------------------------- 2 processes
-def _train_epoch(model, net, loss_fn, optimizer, sampler, info: DistInfo, first_step: str | None = None
-                 ) -> tuple[float, int]:
+def _train_epoch(
+    model, net, loss_fn, optimizer, sampler, info: DistInfo, first_step: str | None = None
+) -> tuple[float, int]:
     """The loop of ``Trainer.train_epoch`` with the proposed train.py hooks; saves the gradients and
     weights after the first step to ``first_step`` when given."""
     total, steps, positions = 0.0, 0, 0
@@ -244,8 +259,10 @@ def _worker(rank: int, port: int, out: str) -> None:
     _, model, loss_fn, optimizer, sampler = _setup()
     net = wrap_model(model, info)
     loss, positions = _train_epoch(model, net, loss_fn, optimizer, sampler, info, f"{out}/step.{rank}")
-    torch.save({"params": _params(model), "loss": loss, "positions": positions,
-                "rng": sampler.rng.bit_generator.state}, f"{out}/epoch.{rank}")
+    torch.save(
+        {"params": _params(model), "loss": loss, "positions": positions, "rng": sampler.rng.bit_generator.state},
+        f"{out}/epoch.{rank}",
+    )
     finish(info)  # as sasrec.train.train: every rank past its last collective before leaving
     cleanup(info)
 
@@ -340,15 +357,27 @@ def test_torchrun_train_and_resume_match_a_single_process_run(tmp_path):
     from sasrec.config import resolve
     from sasrec.train import train
 
-    common = ["--epochs", "2", "--hidden", "16", "--maxlen", "20", "--num-blocks", "1", "--dropout", "0",
-              "--quiet"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    common = ["--epochs", "2", "--hidden", "16", "--maxlen", "20", "--num-blocks", "1", "--dropout", "0", "--quiet"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("WORLD_SIZE", None)
 
     def torchrun(*args: str) -> None:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "sasrec", "train", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={WORLD}",
+            "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}",
+            "-m",
+            "sasrec",
+            "train",
+            *args,
+        ]
         done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -359,11 +388,20 @@ def test_torchrun_train_and_resume_match_a_single_process_run(tmp_path):
     torchrun("--resume", str(run), "--quiet")
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
-    assert {"best.safetensors", "last.safetensors", "results.json", "learning_curve.png"} <= \
-        {p.name for p in run.iterdir()}
+    assert {"best.safetensors", "last.safetensors", "results.json", "learning_curve.png"} <= {
+        p.name for p in run.iterdir()
+    }
 
-    overrides = {"epochs": 3, "hidden": 16, "maxlen": 20, "num_blocks": 1, "dropout": 0.0, "quiet": True,
-                 "out": str(tmp_path / "single"), "threads": 1}
+    overrides = {
+        "epochs": 3,
+        "hidden": 16,
+        "maxlen": 20,
+        "num_blocks": 1,
+        "dropout": 0.0,
+        "quiet": True,
+        "out": str(tmp_path / "single"),
+        "threads": 1,
+    }
     threads = torch.get_num_threads()
     try:
         train(resolve(overrides))
@@ -377,5 +415,4 @@ def test_torchrun_train_and_resume_match_a_single_process_run(tmp_path):
     expected = json.loads((tmp_path / "single" / "results.json").read_text())
     for protocol in ("sampled", "full"):
         assert results[protocol]["users"] == expected[protocol]["users"]
-        assert results[protocol]["metrics"]["HR@10"] == pytest.approx(expected[protocol]["metrics"]["HR@10"],
-                                                                      abs=2e-3)
+        assert results[protocol]["metrics"]["HR@10"] == pytest.approx(expected[protocol]["metrics"]["HR@10"], abs=2e-3)

@@ -51,8 +51,11 @@ def closed_port() -> int:
 
 def amazon_json(num_users: int = 6, num_items: int = 6) -> bytes:
     """Every user reviews every item: all counts are >= 5, so the paper's filter keeps everything."""
-    lines = [json.dumps({"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0, "unixReviewTime": 1000 + i})
-             for u in range(num_users) for i in range(num_items)]
+    lines = [
+        json.dumps({"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0, "unixReviewTime": 1000 + i})
+        for u in range(num_users)
+        for i in range(num_items)
+    ]
     return gzip.compress(("\n".join(lines) + "\n").encode())
 
 
@@ -86,8 +89,14 @@ def test_zip_member_is_extracted_and_base_url_override(server, tmp_path, monkeyp
         zf.writestr("ml-1m/README", "not this one")
     data = buffer.getvalue()
     (root / "ml-1m.zip").write_bytes(data)
-    pin(monkeypatch, "ml-1m", "https://files.example.invalid/movielens/ml-1m.zip", data,
-        member="ml-1m/ratings.dat", raw_file="ml-1m/ratings.dat")
+    pin(
+        monkeypatch,
+        "ml-1m",
+        "https://files.example.invalid/movielens/ml-1m.zip",
+        data,
+        member="ml-1m/ratings.dat",
+        raw_file="ml-1m/ratings.dat",
+    )
     raw = dl.download("ml-1m", tmp_path, base_url_override=base + "/", progress=False)
     assert raw == tmp_path / "ml-1m" / "ratings.dat"
     assert raw.read_text() == "1::10::5::100\n"
@@ -139,8 +148,22 @@ def test_run_download_then_preprocess(server, tmp_path, monkeypatch, capsys):
     data = amazon_json()
     (root / "reviews_Beauty.json.gz").write_bytes(data)
     pin(monkeypatch, "beauty", "http://unused.invalid/reviews_Beauty.json.gz", data)
-    assert main(["download", "beauty", "--raw-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "data"),
-                 "--base-url", base, "--preprocess"]) == 0
+    assert (
+        main(
+            [
+                "download",
+                "beauty",
+                "--raw-dir",
+                str(tmp_path / "raw"),
+                "--out",
+                str(tmp_path / "data"),
+                "--base-url",
+                base,
+                "--preprocess",
+            ]
+        )
+        == 0
+    )
     seqs = read_sasrec_file(tmp_path / "data" / "Beauty.txt")
     assert (seqs.num_users, seqs.num_items, len(seqs.items)) == (6, 6, 36)
     assert "6 users, 6 items, 36 interactions" in capsys.readouterr().out

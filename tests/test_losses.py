@@ -17,8 +17,13 @@ P, D, ITEMS, N = 7, 5, 30, 4  # positions, hidden size, catalogue size, negative
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 
 
-def make_inputs(seed: int = 0, num_positions: int = P, num_items: int = ITEMS, num_negatives: int = N,
-                max_positive: int | None = None):
+def make_inputs(
+    seed: int = 0,
+    num_positions: int = P,
+    num_items: int = ITEMS,
+    num_negatives: int = N,
+    max_positive: int | None = None,
+):
     """hidden (P, d), positives (P,), negatives (P, N), item_weight (I + 1, d), all float64 leaves."""
     g = torch.Generator().manual_seed(seed)
     hidden = torch.randn(num_positions, D, generator=g, dtype=torch.float64, requires_grad=True)
@@ -53,10 +58,14 @@ def test_bce_matches_direct_formula(num_negatives):
 
     def reference():
         # mean_p -log sigmoid(r_pos)  +  mean_{p,j} -log(1 - sigmoid(r_neg))
-        pos_term = torch.stack([-torch.log(torch.sigmoid(hidden[p] @ weight[pos[p]]))
-                                for p in range(P)]).mean()
-        neg_term = torch.stack([-torch.log(1 - torch.sigmoid(hidden[p] @ weight[neg[p, j]]))
-                                for p in range(P) for j in range(num_negatives)]).mean()
+        pos_term = torch.stack([-torch.log(torch.sigmoid(hidden[p] @ weight[pos[p]])) for p in range(P)]).mean()
+        neg_term = torch.stack(
+            [
+                -torch.log(1 - torch.sigmoid(hidden[p] @ weight[neg[p, j]]))
+                for p in range(P)
+                for j in range(num_negatives)
+            ]
+        ).mean()
         return pos_term + neg_term
 
     assert loss.num_negatives == num_negatives
@@ -72,9 +81,13 @@ def plain_ce(hidden, pos, weight):
 
 def test_plain_ce_is_the_softmax_over_items_without_padding():
     hidden, pos, _, weight = make_inputs()
-    direct = torch.stack([-(hidden[p] @ weight[pos[p]]) + torch.log(sum(torch.exp(hidden[p] @ weight[i])
-                                                                        for i in range(1, ITEMS + 1)))
-                          for p in range(P)]).mean()
+    direct = torch.stack(
+        [
+            -(hidden[p] @ weight[pos[p]])
+            + torch.log(sum(torch.exp(hidden[p] @ weight[i]) for i in range(1, ITEMS + 1)))
+            for p in range(P)
+        ]
+    ).mean()
     torch.testing.assert_close(plain_ce(hidden, pos, weight), direct, **TOL)
 
 
@@ -84,8 +97,7 @@ def test_chunked_ce_equals_plain_ce(chunk_size):
     loss = make_loss("ce", 1, chunk_size=chunk_size)
     empty = torch.zeros(P, 0, dtype=torch.long)
     assert loss.num_negatives == 0
-    assert_same(lambda: loss(hidden, pos, empty, weight), lambda: plain_ce(hidden, pos, weight),
-                hidden, weight)
+    assert_same(lambda: loss(hidden, pos, empty, weight), lambda: plain_ce(hidden, pos, weight), hidden, weight)
 
 
 def test_ce_never_scores_padding_and_is_stable_for_large_logits():
@@ -103,8 +115,12 @@ def test_chunked_logsumexp_gradcheck_and_non_unit_upstream_gradient():
     hidden, _, _, weight = make_inputs(seed=3, num_items=11)
     assert torch.autograd.gradcheck(lambda h, w: chunked_logsumexp(h, w, 3), (hidden, weight))
     upstream = torch.linspace(-1.0, 2.0, P, dtype=torch.float64)
-    assert_same(lambda: (chunked_logsumexp(hidden, weight, 4) * upstream).sum(),
-                lambda: (torch.logsumexp(hidden @ weight.T, 1) * upstream).sum(), hidden, weight)
+    assert_same(
+        lambda: (chunked_logsumexp(hidden, weight, 4) * upstream).sum(),
+        lambda: (torch.logsumexp(hidden @ weight.T, 1) * upstream).sum(),
+        hidden,
+        weight,
+    )
 
 
 def test_chunked_ce_keeps_no_positions_by_items_matrix():
@@ -179,8 +195,12 @@ def test_in_batch_without_duplicates_is_plain_in_batch_softmax():
     hidden, _, _, weight = make_inputs(seed=8)
     pos = torch.randperm(ITEMS)[:P] + 1  # distinct targets: all frequencies equal, logQ is a constant
     loss = make_loss("sampled-ce", 0, in_batch=1)
-    assert_same(lambda: loss(hidden, pos, torch.zeros(P, 0, dtype=torch.long), weight),
-                lambda: F.cross_entropy(hidden @ weight[pos].T, torch.arange(P)), hidden, weight)
+    assert_same(
+        lambda: loss(hidden, pos, torch.zeros(P, 0, dtype=torch.long), weight),
+        lambda: F.cross_entropy(hidden @ weight[pos].T, torch.arange(P)),
+        hidden,
+        weight,
+    )
 
 
 # --- gbce ------------------------------------------------------------------------------------------------
@@ -204,8 +224,9 @@ def test_gbce_matches_formula(t):
     hidden, pos, neg, weight = make_inputs(seed=9)
     loss = make_loss("gbce", N, t=t)
     assert loss.num_negatives == N
-    assert_same(lambda: loss(hidden, pos, neg, weight), lambda: gbce_reference(hidden, pos, neg, weight, t),
-                hidden, weight)
+    assert_same(
+        lambda: loss(hidden, pos, neg, weight), lambda: gbce_reference(hidden, pos, neg, weight, t), hidden, weight
+    )
 
 
 def test_gbce_default_t_and_beta():
@@ -221,8 +242,9 @@ def test_gbce_with_t0_is_plain_bce():
     assert gbce.beta(ITEMS) == 1.0
 
     def plain_bce():  # BCE over the (P, 1 + N) candidates, target first, mean over all terms
-        logits = torch.cat([(hidden * weight[pos]).sum(-1, keepdim=True),
-                            torch.einsum("pd,pnd->pn", hidden, weight[neg])], 1)
+        logits = torch.cat(
+            [(hidden * weight[pos]).sum(-1, keepdim=True), torch.einsum("pd,pnd->pn", hidden, weight[neg])], 1
+        )
         labels = torch.zeros_like(logits)
         labels[:, 0] = 1
         return F.binary_cross_entropy_with_logits(logits, labels)
@@ -230,8 +252,9 @@ def test_gbce_with_t0_is_plain_bce():
     assert_same(lambda: gbce(hidden, pos, neg, weight), plain_bce, hidden, weight)
     one = neg[:, :1]  # with one negative it is half the paper's bce (which averages the two terms' means)
     bce = make_loss("bce", 1)
-    torch.testing.assert_close(make_loss("gbce", 1, t=0)(hidden, pos, one, weight),
-                               bce(hidden, pos, one, weight) / 2, **TOL)
+    torch.testing.assert_close(
+        make_loss("gbce", 1, t=0)(hidden, pos, one, weight), bce(hidden, pos, one, weight) / 2, **TOL
+    )
 
 
 def test_gbce_is_stable_for_extreme_logits():
@@ -309,8 +332,9 @@ def test_shared_negatives_without_collisions_equal_per_position_ones():
     for name, options in [("bce", {}), ("sampled-ce", {}), ("gbce", {"t": 0.5})]:
         a, b = make_loss(name, 3, shared=True, **options), make_loss(name, 3, **options)
         assert a.shared and not b.shared
-        assert_same(lambda a=a: a(hidden, pos, shared, weight), lambda b=b: b(hidden, pos, per_position, weight),
-                    hidden, weight)
+        assert_same(
+            lambda a=a: a(hidden, pos, shared, weight), lambda b=b: b(hidden, pos, per_position, weight), hidden, weight
+        )
 
 
 def test_shared_sampled_ce_drops_each_positions_own_target():
@@ -365,10 +389,18 @@ def test_shared_option_errors():
         make_loss("ce", 0, shared=True)
 
 
-@pytest.mark.parametrize("name, negatives, options", [
-    ("bce", 2, {}), ("bce", 2, {"shared": True}), ("ce", 0, {}), ("sampled-ce", 2, {}),
-    ("sampled-ce", 2, {"shared": True}), ("sampled-ce", 0, {"in_batch": True}), ("gbce", 2, {"shared": True}),
-])
+@pytest.mark.parametrize(
+    "name, negatives, options",
+    [
+        ("bce", 2, {}),
+        ("bce", 2, {"shared": True}),
+        ("ce", 0, {}),
+        ("sampled-ce", 2, {}),
+        ("sampled-ce", 2, {"shared": True}),
+        ("sampled-ce", 0, {"in_batch": True}),
+        ("gbce", 2, {"shared": True}),
+    ],
+)
 def test_no_positions_give_zero_loss_not_nan(name, negatives, options):
     hidden, _, _, weight = make_inputs()
     empty = hidden[:0]

@@ -15,8 +15,9 @@ from sasrec.model import SASRec
 
 def make_model(norm_first: bool = False, dropout: float = 0.0, maxlen: int = 8, heads: int = 1) -> SASRec:
     torch.manual_seed(0)
-    model = SASRec(num_items=20, maxlen=maxlen, hidden=12, num_blocks=2, num_heads=heads, dropout=dropout,
-                   norm_first=norm_first)
+    model = SASRec(
+        num_items=20, maxlen=maxlen, hidden=12, num_blocks=2, num_heads=heads, dropout=dropout, norm_first=norm_first
+    )
     with torch.no_grad():  # non-zero biases and LayerNorm affine, so nothing hides behind a zero
         for p in model.parameters():
             if p.dim() == 1:
@@ -147,8 +148,12 @@ def test_untied_output_scores_with_its_own_embedding() -> None:
     torch.testing.assert_close(model.score(hidden), hidden @ model.out_emb.weight.T)
     torch.testing.assert_close(model.score(hidden, torch.tensor([3, 7])), hidden @ model.out_emb.weight[[3, 7]].T)
     seq = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
-    BCELoss()(model(seq)[seq > 0], torch.tensor([2, 3, 4, 5, 6]), torch.tensor([[7], [8], [9], [10], [11]]),
-              model.output_weight).backward()
+    BCELoss()(
+        model(seq)[seq > 0],
+        torch.tensor([2, 3, 4, 5, 6]),
+        torch.tensor([[7], [8], [9], [10], [11]]),
+        model.output_weight,
+    ).backward()
     assert model.out_emb.weight.grad.abs().sum() > 0 and model.item_emb.weight.grad.abs().sum() > 0
 
 
@@ -187,8 +192,13 @@ def test_tiny_model_fits_tiny_dataset() -> None:
 @pytest.mark.parametrize("blocks", [0, 1, 2])
 def test_last_hidden_equals_forward_at_last_positions(norm_first: bool, heads: int, blocks: int) -> None:
     torch.manual_seed(1)
-    model = SASRec(num_items=20, maxlen=8, hidden=12, num_blocks=blocks, num_heads=heads, dropout=0.0,
-                   norm_first=norm_first).double().eval()
+    model = (
+        SASRec(
+            num_items=20, maxlen=8, hidden=12, num_blocks=blocks, num_heads=heads, dropout=0.0, norm_first=norm_first
+        )
+        .double()
+        .eval()
+    )
     seq = torch.tensor([[3, 5, 7, 0, 0], [1, 2, 3, 4, 5], [9, 0, 0, 0, 0]])
     with torch.no_grad():
         expected = model(seq)[torch.arange(3), torch.tensor([2, 4, 0])]
@@ -219,8 +229,7 @@ def test_attention_with_dropout_matches_autograd_of_the_plain_expression(heads: 
     grads_want = torch.autograd.grad(want, (q, k, v), upstream)
     for a, b in zip(grads_got, grads_want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda q, k, v: _CausalAttentionWithDropout.apply(q, k, v, keep, scale),
-                                    (q, k, v))
+    assert torch.autograd.gradcheck(lambda q, k, v: _CausalAttentionWithDropout.apply(q, k, v, keep, scale), (q, k, v))
 
 
 def test_numpy_dropout_masks_stay_off_non_cpu_devices() -> None:

@@ -340,8 +340,9 @@ def test_user_ids_of_a_file_with_gaps_are_the_files_own(tmp_path: Path) -> None:
     """Without a user map, `--user 7` is the file's user 7, even when user ids have gaps."""
     data = tmp_path / "data"
     data.mkdir()
-    (data / "gaps.txt").write_text("".join(f"{u} {i}\n" for u in (3, 7, 20) for i in range(1, NUM_ITEMS + 1)
-                                           if (i + u) % 3 == 0))
+    (data / "gaps.txt").write_text(
+        "".join(f"{u} {i}\n" for u in (3, 7, 20) for i in range(1, NUM_ITEMS + 1) if (i + u) % 3 == 0)
+    )
     cfg = Config(dataset=str(data / "gaps.txt"), maxlen=MAXLEN, hidden=8, num_blocks=1, num_heads=1, dropout=0.0)
     model = SASRec(NUM_ITEMS, maxlen=MAXLEN, hidden=8, num_blocks=1, num_heads=1, dropout=0.0)
     rec = Recommender.load(write_run(tmp_path / "run", cfg, model, f"sha256:{file_sha256(data / 'gaps.txt')}").path)

@@ -16,8 +16,21 @@ from sasrec.data.dataset import write_sasrec_file
 from sasrec.data.synthetic import make_synthetic
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-ARGS = ["--hidden", "8", "--maxlen", "10", "--batch-size", "64", "--epochs", "2", "--patience", "0",
-        "--quiet", "--seed", "5"]
+ARGS = [
+    "--hidden",
+    "8",
+    "--maxlen",
+    "10",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "2",
+    "--patience",
+    "0",
+    "--quiet",
+    "--seed",
+    "5",
+]
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -29,8 +42,11 @@ def import_graph() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(file.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sasrec"):
                 deps.add(node.module)
-                deps |= {f"{node.module}.{a.name}" for a in node.names
-                         if (SRC / node.module.replace(".", "/") / f"{a.name}.py").exists()}
+                deps |= {
+                    f"{node.module}.{a.name}"
+                    for a in node.names
+                    if (SRC / node.module.replace(".", "/") / f"{a.name}.py").exists()
+                }
             elif isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names if a.name.startswith("sasrec")}
         graph[name] = deps - {name, "sasrec"}
@@ -45,7 +61,7 @@ def test_import_graph_has_no_cycle() -> None:
     def visit(node: str, path: list[str]) -> None:
         state[node] = 1
         for dep in sorted(graph.get(node, ())):
-            assert state.get(dep) != 1, "import cycle: " + " -> ".join([*path[path.index(dep):], dep])
+            assert state.get(dep) != 1, "import cycle: " + " -> ".join([*path[path.index(dep) :], dep])
             if dep not in state:
                 visit(dep, [*path, dep])
         state[node] = 2
@@ -55,12 +71,14 @@ def test_import_graph_has_no_cycle() -> None:
             visit(node, [node])
 
 
-@pytest.mark.parametrize("module", ["sasrec.recommend", "sasrec.serve", "sasrec.export", "sasrec.evaluate_cli",
-                                    "sasrec.runs"])
+@pytest.mark.parametrize(
+    "module", ["sasrec.recommend", "sasrec.serve", "sasrec.export", "sasrec.evaluate_cli", "sasrec.runs"]
+)
 def test_inference_does_not_import_the_training_loop(module: str) -> None:
     code = f"import sys, {module}; print('sasrec.train' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(SRC)})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": str(SRC)}
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -77,8 +95,9 @@ def error_line(capsys: pytest.CaptureFixture) -> str:
     return err[0]
 
 
-def test_resume_extends_epochs_and_refuses_other_changes(data_file: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture) -> None:
+def test_resume_extends_epochs_and_refuses_other_changes(
+    data_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = tmp_path / "run"
     assert main(["train", "--dataset", str(data_file), *ARGS, "--out", str(run)]) == 0
     log = run / "log.jsonl"
@@ -121,17 +140,20 @@ def damage(run: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncated", "pickle", "config", "config-json"])
-def test_damaged_run_is_one_clear_error_everywhere(how: str, data_file: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture) -> None:
+def test_damaged_run_is_one_clear_error_everywhere(
+    how: str, data_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = tmp_path / "run"
     assert main(["train", "--dataset", str(data_file), *ARGS, "--out", str(run)]) == 0
     damage(run, how)
     capsys.readouterr()
     named = "config.json" if how.startswith("config") and how != "config" else ".safetensors"
-    commands = [["train", "--resume", str(run), "--epochs", "3"],
-                ["evaluate", "--run", str(run)],
-                ["recommend", "--run", str(run), "--history", "1,2,3"],
-                ["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")]]
+    commands = [
+        ["train", "--resume", str(run), "--epochs", "3"],
+        ["evaluate", "--run", str(run)],
+        ["recommend", "--run", str(run), "--history", "1,2,3"],
+        ["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")],
+    ]
     for command in commands:
         assert main(command) == 2, command
         line = error_line(capsys)

@@ -53,8 +53,25 @@ def test_kill_and_resume_equals_uninterrupted_run(small_file: Path, tmp_path: Pa
     """kill -9 after epoch 3 and --resume: the same log, results and checkpoint files as a run never stopped,
     at 2 threads while another process keeps the CPU busy."""
     # Batches of ~1200 positions: large enough for ATen to split their sums and gathers between threads.
-    args = ["--dataset", str(small_file), "--hidden", "32", "--maxlen", "20", "--batch-size", "128",
-            "--epochs", "8", "--patience", "0", "--seed", "3", "--threads", "2", "--quiet"]
+    args = [
+        "--dataset",
+        str(small_file),
+        "--hidden",
+        "32",
+        "--maxlen",
+        "20",
+        "--batch-size",
+        "128",
+        "--epochs",
+        "8",
+        "--patience",
+        "0",
+        "--seed",
+        "3",
+        "--threads",
+        "2",
+        "--quiet",
+    ]
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         assert main(["train", *args, "--out", str(tmp_path / "whole")]) == 0
@@ -78,8 +95,10 @@ def test_kill_and_resume_equals_uninterrupted_run(small_file: Path, tmp_path: Pa
     resumed = json.loads((killed / "results.json").read_text())
     for protocol in ("sampled", "full"):
         assert resumed[protocol]["metrics"] == whole[protocol]["metrics"]
-    untimed = [[{k: v for k, v in r.items() if "seconds" not in k} for r in run_log(run)]
-               for run in (killed, tmp_path / "whole")]
+    untimed = [
+        [{k: v for k, v in r.items() if "seconds" not in k} for r in run_log(run)]
+        for run in (killed, tmp_path / "whole")
+    ]
     assert untimed[0] == untimed[1]
     for name in ("last.safetensors", "best.safetensors"):
         assert (killed / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
@@ -106,12 +125,15 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temporary file
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"dropout": -0.1}, "dropout"),
-    ({"maxlen": 0}, "maxlen"),
-    ({"hidden": 50, "num_heads": 3}, "divisible"),
-    ({"preset": "nope"}, "unknown preset"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"dropout": -0.1}, "dropout"),
+        ({"maxlen": 0}, "maxlen"),
+        ({"hidden": 50, "num_heads": 3}, "divisible"),
+        ({"preset": "nope"}, "unknown preset"),
+    ],
+)
 def test_bad_hyperparameters_are_clear_errors(override: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve(override)
@@ -178,12 +200,15 @@ def test_shared_negatives_sampler(small_file: Path) -> None:
         TrainSampler(data, 20, 32, num_negatives=data.num_items + 1, shared_negatives=True)
 
 
-@pytest.mark.parametrize("loss, negatives, options", [
-    ("ce", 0, {}),
-    ("sampled-ce", 64, {"shared": True}),
-    ("bce", 64, {"shared": True}),
-    ("gbce", 64, {"shared": True}),
-])
+@pytest.mark.parametrize(
+    "loss, negatives, options",
+    [
+        ("ce", 0, {}),
+        ("sampled-ce", 64, {"shared": True}),
+        ("bce", 64, {"shared": True}),
+        ("gbce", 64, {"shared": True}),
+    ],
+)
 def test_losses_train_end_to_end(small_file: Path, tmp_path: Path, loss, negatives, options) -> None:
     """Every loss trains through the same loop; all but gbce (slow to start: its positive term weighs
     1 / (1 + N), as in gSASRec) end well above the popularity floor within 10 epochs."""
@@ -191,8 +216,19 @@ def test_losses_train_end_to_end(small_file: Path, tmp_path: Path, loss, negativ
     from sasrec.data.dataset import read_sasrec_file, split_leave_one_out
     from sasrec.evaluate import Evaluator
 
-    config = resolve({**TINY, "epochs": 10, "lr": 0.005, "dataset": str(small_file), "out": str(tmp_path / "run"),
-                      "loss": loss, "negatives": negatives, "loss_options": options, "val_protocol": "full"})
+    config = resolve(
+        {
+            **TINY,
+            "epochs": 10,
+            "lr": 0.005,
+            "dataset": str(small_file),
+            "out": str(tmp_path / "run"),
+            "loss": loss,
+            "negatives": negatives,
+            "loss_options": options,
+            "val_protocol": "full",
+        }
+    )
     results = train(config)
     log = run_log(tmp_path / "run")
     assert log[-1]["loss"] < log[0]["loss"]
@@ -206,8 +242,26 @@ def test_untied_output_trains_and_serves(small_file: Path, tmp_path: Path) -> No
     from sasrec.recommend import Recommender
 
     run = tmp_path / "run"
-    assert main(["train", "--dataset", str(small_file), "--hidden", "16", "--maxlen", "20", "--epochs", "2",
-                 "--no-tied-output", "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                str(small_file),
+                "--hidden",
+                "16",
+                "--maxlen",
+                "20",
+                "--epochs",
+                "2",
+                "--no-tied-output",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert json.loads((run / "config.json").read_text())["tied_output"] is False
     rec = Recommender.load(run)
     assert rec.model.out_emb is not None

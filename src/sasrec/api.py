@@ -42,8 +42,10 @@ def _columns(data: Any, names: Sequence[str]) -> tuple[list[list[Any]], str]:
     available = list(data.columns) if kind != "dict" else list(data.keys())
     missing = [n for n in names if n not in available]
     if missing:
-        raise ConfigError(f"no column {missing[0]!r} in the data (columns: {', '.join(map(str, available))}); "
-                          "pass user_col=, item_col= and time_col= with your column names")
+        raise ConfigError(
+            f"no column {missing[0]!r} in the data (columns: {', '.join(map(str, available))}); "
+            "pass user_col=, item_col= and time_col= with your column names"
+        )
     columns = [list(data[n].to_list()) if kind != "dict" else list(np.asarray(data[n]).tolist()) for n in names]
     lengths = {len(c) for c in columns}
     if len(lengths) > 1:
@@ -79,8 +81,9 @@ class Recommender:
         ConfigError: an unknown or invalid hyperparameter (at construction, before any work).
     """
 
-    def __init__(self, preset: str | None = None, min_count: int = 5, output: str | None = None,
-                 **hyperparameters: Any):
+    def __init__(
+        self, preset: str | None = None, min_count: int = 5, output: str | None = None, **hyperparameters: Any
+    ):
         if output is not None and output not in OUTPUTS:
             raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
         for name in ("dataset", "data_dir", "out"):
@@ -96,8 +99,14 @@ class Recommender:
         self._predictor: Predictor | None = None
 
     # ------------------------------------------------------------------------------------------ training
-    def fit(self, data: Any, user_col: str = "user_id", item_col: str = "item_id", time_col: str | None = None,
-            run_dir: str | Path | None = None) -> Recommender:
+    def fit(
+        self,
+        data: Any,
+        user_col: str = "user_id",
+        item_col: str = "item_id",
+        time_col: str | None = None,
+        run_dir: str | Path | None = None,
+    ) -> Recommender:
         """Preprocess ``data`` and train; returns ``self``.
 
         Args:
@@ -117,12 +126,21 @@ class Recommender:
         rows = ((str(u), str(i), t, n) for n, (u, i, t) in enumerate(zip(users, items, times, strict=True)))
         processed = preprocess_rows(rows, min_count=self.min_count)
         root = (Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="sasrec-"))).resolve()
-        stats = {"interactions": int(len(processed.sequences.items)), "users": processed.sequences.num_users,
-                 "items": processed.sequences.num_items,
-                 "sequence_length": length_stats(processed.sequences.lengths)}
+        stats = {
+            "interactions": int(len(processed.sequences.items)),
+            "users": processed.sequences.num_users,
+            "items": processed.sequences.num_items,
+            "sequence_length": length_stats(processed.sequences.lengths),
+        }
         paths = write_outputs(processed, root / "data", "data", stats, force=True)
-        config = resolve({"preset": self.preset, **self.hyperparameters, "dataset": str(paths["sequences"]),
-                          "out": str(root / "run")})
+        config = resolve(
+            {
+                "preset": self.preset,
+                **self.hyperparameters,
+                "dataset": str(paths["sequences"]),
+                "out": str(root / "run"),
+            }
+        )
         from sasrec.train import train  # only fitting needs the training loop
 
         self.results = train(config)
@@ -152,8 +170,10 @@ class Recommender:
     def recommend(self, history: Iterable[ItemId], k: int = 10, filter_seen: bool = True) -> Any:
         """Top-``k`` items after one history of original item ids (oldest first): columns item, score, rank."""
         pairs = self.predictor.recommend(list(history), k, exclude_seen=filter_seen)
-        return _frame({"item": [i for i, _ in pairs], "score": [s for _, s in pairs],
-                       "rank": list(range(1, len(pairs) + 1))}, self._out())
+        return _frame(
+            {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},
+            self._out(),
+        )
 
     def recommend_users(self, users: Iterable[ItemId], k: int = 10, filter_seen: bool = True) -> Any:
         """Top-``k`` items for users of the fitted data, from their whole history: user, item, score, rank."""
@@ -169,8 +189,10 @@ class Recommender:
     def similar_items(self, item: ItemId, k: int = 10) -> Any:
         """The ``k`` items nearest to ``item`` by cosine of item embeddings: item, score, rank."""
         pairs = self.predictor.similar_items(item, k)
-        return _frame({"item": [i for i, _ in pairs], "score": [s for _, s in pairs],
-                       "rank": list(range(1, len(pairs) + 1))}, self._out())
+        return _frame(
+            {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},
+            self._out(),
+        )
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

@@ -47,8 +47,11 @@ class TransitionScorer:
         last = histories.items[histories.offsets[users + 1] - 1]
         starts, ends = self.indptr[last], self.indptr[last + 1]
         rows = np.repeat(np.arange(len(users)), ends - starts)
-        idx = np.arange(len(rows)) - np.repeat(np.cumsum(ends - starts) - (ends - starts), ends - starts) \
+        idx = (
+            np.arange(len(rows))
+            - np.repeat(np.cumsum(ends - starts) - (ends - starts), ends - starts)
             + np.repeat(starts, ends - starts)
+        )
         dense = self.tiebreak.expand(len(users), -1).clone()
         dense[torch.from_numpy(rows), torch.from_numpy(self.successors[idx])] += torch.from_numpy(self.counts[idx])
         return dense

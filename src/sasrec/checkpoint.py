@@ -18,9 +18,13 @@ from sasrec.atomic import write_file
 from sasrec.errors import SASRecError
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, Any],
-                    optimizer: torch.optim.Optimizer | None = None,
-                    extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write model weights (``model.*``), optimizer state (``optim.*``) and ``meta`` (JSON) atomically."""
     path = Path(path)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -37,9 +41,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, An
     write_file(path, lambda f: f.write(blob), mode="wb")
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
-                    optimizer: torch.optim.Optimizer | None = None
-                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_checkpoint(
+    path: str | Path, model: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Load into ``model``/``optimizer`` (when given); return ``(meta, extra_tensors)``."""
     path = Path(path)
     if not path.exists():
@@ -49,8 +53,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
             meta = json.loads(f.metadata()["meta"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
-        raise SASRecError(f"checkpoint {path} is damaged or not a SASRec checkpoint ({exc}); "
-                          "use the other checkpoint or retrain") from None
+        raise SASRecError(
+            f"checkpoint {path} is damaged or not a SASRec checkpoint ({exc}); use the other checkpoint or retrain"
+        ) from None
     if not isinstance(meta, dict):
         raise SASRecError(f"checkpoint {path} is damaged: its metadata is not a JSON object")
     try:
@@ -65,7 +70,8 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module | None = None,
             optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_param_groups"]})
     except (RuntimeError, KeyError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:300]
-        raise SASRecError(f"checkpoint {path} does not match the run's config.json ({first}); "
-                          "was one of them replaced?") from None
+        raise SASRecError(
+            f"checkpoint {path} does not match the run's config.json ({first}); was one of them replaced?"
+        ) from None
     extra = {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
     return meta, extra

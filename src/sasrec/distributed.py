@@ -129,16 +129,19 @@ def init_from_env(device: torch.device | str = "cpu", timeout: timedelta | None 
     if device.type == "cuda":
         visible = torch.cuda.device_count()
         if local_rank >= visible:
-            raise ConfigError(f"rank {rank}: LOCAL_RANK {local_rank} but only {visible} GPU(s) visible; "
-                              f"use at most --nproc_per_node={visible} on this machine")
+            raise ConfigError(
+                f"rank {rank}: LOCAL_RANK {local_rank} but only {visible} GPU(s) visible; "
+                f"use at most --nproc_per_node={visible} on this machine"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timeout, rank=rank, world_size=world,
-                                device_id=device if backend == "nccl" else None)
+        dist.init_process_group(
+            backend, timeout=timeout, rank=rank, world_size=world, device_id=device if backend == "nccl" else None
+        )
     return DistInfo(rank, world, local_rank, device, dist.get_backend(), timeout)
 
 
@@ -252,8 +255,9 @@ def shard_batch(batch: Batch, info: DistInfo) -> tuple[Batch, float]:
 
 
 # ---------------------------------------------------------------------------------------------- reductions
-def all_reduce_sums(sums: dict[str, float], count: int, info: DistInfo, keys: Iterable[str] | None = None
-                    ) -> tuple[dict[str, float], int]:
+def all_reduce_sums(
+    sums: dict[str, float], count: int, info: DistInfo, keys: Iterable[str] | None = None
+) -> tuple[dict[str, float], int]:
     """Add ``sums`` (in float64) and ``count`` over ranks; every rank gets the totals.
 
     ``keys``: the names to add up, in order (default: ``sums``' own); a rank that lacks a key (e.g. it
@@ -262,8 +266,9 @@ def all_reduce_sums(sums: dict[str, float], count: int, info: DistInfo, keys: It
     keys = list(sums) if keys is None else list(keys)
     if not info.enabled:
         return {k: float(sums.get(k, 0.0)) for k in keys}, int(count)
-    values = torch.tensor([float(sums.get(k, 0.0)) for k in keys] + [float(count)], dtype=torch.float64,
-                          device=info.device)
+    values = torch.tensor(
+        [float(sums.get(k, 0.0)) for k in keys] + [float(count)], dtype=torch.float64, device=info.device
+    )
     dist.all_reduce(values, op=dist.ReduceOp.SUM)
     out = values.cpu().tolist()
     return dict(zip(keys, out[:-1], strict=True)), int(round(out[-1]))
@@ -284,8 +289,9 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return sums["flag"] > 0
 
 
-def evaluate(evaluator: Evaluator, scorer: Scorer, info: DistInfo, batch_size: int = 1024,
-             progress: bool | None = None) -> EvalResult:
+def evaluate(
+    evaluator: Evaluator, scorer: Scorer, info: DistInfo, batch_size: int = 1024, progress: bool | None = None
+) -> EvalResult:
     """``evaluator.run(scorer)``, with the users split over ranks and the metric sums added up.
 
     Every rank must hold the same evaluator (same split, protocol and seed: the sampled protocol's
@@ -316,4 +322,5 @@ def fail_clearly(info: DistInfo) -> Iterator[None]:
         raise SASRecError(
             f"rank {info.rank} of {info.world}: a collective operation with the other ranks failed "
             f"({first[:300]}). Another rank probably crashed (see its error) or is stuck; ranks wait at most "
-            f"{info.timeout.total_seconds():g} s ({TIMEOUT_ENV}) before giving up") from exc
+            f"{info.timeout.total_seconds():g} s ({TIMEOUT_ENV}) before giving up"
+        ) from exc

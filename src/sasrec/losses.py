@@ -95,8 +95,9 @@ def item_rows(item_weight: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return F.embedding(items, item_weight)
 
 
-def negative_logits(hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                    item_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def negative_logits(
+    hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, item_weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scores of the negatives: ``(P, N)`` logits and a ``(P, N)`` mask of (position, negative) pairs to drop.
 
     ``negatives`` ``(P, N)``: per-position negatives (never the target: they are unseen items), mask ``None``.
@@ -123,8 +124,9 @@ class BCELoss(nn.Module):
         self.num_negatives = num_negatives
         self.shared = shared
 
-    def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                item_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, item_weight: torch.Tensor
+    ) -> torch.Tensor:
         if hidden.shape[0] == 0:  # no real position (an empty shard): a zero that keeps the graph
             return hidden.sum() * 0.0
         if negatives.dim() == 2:
@@ -136,11 +138,13 @@ class BCELoss(nn.Module):
         else:
             pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1)  # (P,)
             neg_logits, drop = negative_logits(hidden, positives, negatives, item_weight)  # (P, N)
-        pos_loss = fixed_order_mean(F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits),
-                                                                        reduction="none"))
+        pos_loss = fixed_order_mean(
+            F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits), reduction="none")
+        )
         if drop is None:
-            neg_loss = fixed_order_mean(F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits),
-                                                                            reduction="none"))
+            neg_loss = fixed_order_mean(
+                F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits), reduction="none")
+            )
         else:  # per position: the mean over its kept negatives (a mean over positions keeps DDP exact)
             kept = (~drop).sum(-1).clamp(min=1)
             neg_loss = fixed_order_mean(F.softplus(neg_logits).masked_fill(drop, 0.0).sum(-1) / kept)
@@ -206,8 +210,9 @@ class FullCELoss(nn.Module):
         self.shared = False
         self.chunk_size = chunk_size
 
-    def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                item_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, item_weight: torch.Tensor
+    ) -> torch.Tensor:
         P = hidden.shape[0]
         if P == 0:
             return hidden.sum() * 0.0
@@ -240,8 +245,9 @@ class SampledCELoss(nn.Module):
         self.shared = shared
         self.num_negatives = 0 if self.in_batch else num_negatives
 
-    def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                item_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, item_weight: torch.Tensor
+    ) -> torch.Tensor:
         if hidden.shape[0] == 0:  # no real position (an empty shard): a zero that keeps the graph
             return hidden.sum() * 0.0
         if self.in_batch:
@@ -290,8 +296,9 @@ class GBCELoss(nn.Module):
         alpha = self.num_negatives / max(num_items - 1, 1)
         return 1.0 - self.t * (1.0 - alpha)
 
-    def forward(self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
-                item_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, item_weight: torch.Tensor
+    ) -> torch.Tensor:
         if hidden.shape[0] == 0:  # no real position (an empty shard): a zero that keeps the graph
             return hidden.sum() * 0.0
         beta = self.beta(item_weight.shape[0] - 1)

@@ -78,8 +78,9 @@ class _CausalAttentionWithDropout(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float
-                ) -> torch.Tensor:
+    def forward(
+        ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float
+    ) -> torch.Tensor:
         T = q.shape[-2]
         scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (B, h, T, T)
         scores.masked_fill_(torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1), -math.inf)
@@ -117,8 +118,7 @@ class CausalSelfAttention(nn.Module):
         self.kv_proj = nn.Linear(hidden, 2 * hidden)
         self.out_proj = nn.Linear(hidden, hidden)  # as torch.nn.MultiheadAttention in pmixer/SASRec.pytorch
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_limit: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, key_limit: torch.Tensor | None = None) -> torch.Tensor:
         """queries ``(B, Tq, d)``, keys ``(B, T, d)`` -> ``(B, Tq, d)``.
 
         Without ``key_limit`` (``Tq == T``), position t attends to positions <= t. With ``key_limit``
@@ -132,8 +132,9 @@ class CausalSelfAttention(nn.Module):
         k, v = self.kv_proj(keys).view(B, T, 2, h, d // h).permute(2, 0, 3, 1, 4)
         if key_limit is not None:
             allowed = torch.arange(T, device=keys.device) <= key_limit[:, None]  # (B, T)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None, None, :],
-                                                 dropout_p=self.dropout.p if self.training else 0.0)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed[:, None, None, :], dropout_p=self.dropout.p if self.training else 0.0
+            )
         elif self.training and self.dropout.p > 0:
             # Dropout on the attention weights, as the reference (tf.layers.dropout on the softmax output).
             # The fused kernel cannot take our dropout masks, so this branch spells attention out.
@@ -213,8 +214,17 @@ class SASRec(nn.Module):
             embedding ``out_emb`` (gSASRec's default).
     """
 
-    def __init__(self, num_items: int, maxlen: int = 50, hidden: int = 50, num_blocks: int = 2,
-                 num_heads: int = 1, dropout: float = 0.2, norm_first: bool = False, tied_output: bool = True):
+    def __init__(
+        self,
+        num_items: int,
+        maxlen: int = 50,
+        hidden: int = 50,
+        num_blocks: int = 2,
+        num_heads: int = 1,
+        dropout: float = 0.2,
+        norm_first: bool = False,
+        tied_output: bool = True,
+    ):
         super().__init__()
         self.num_items = num_items
         self.maxlen = maxlen

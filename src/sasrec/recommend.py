@@ -356,8 +356,11 @@ class Recommender:
                     row = int(np.searchsorted(file_ids, int(text)))
                     index = row if row < num_users and file_ids[row] == int(text) else None
         if index is None:
-            hint = ("an original user id of the dataset" if self._user_index is not None or self.data.user_ids
-                    is not None else f"1..{num_users}")
+            hint = (
+                "an original user id of the dataset"
+                if self._user_index is not None or self.data.user_ids is not None
+                else f"1..{num_users}"
+            )
             raise SASRecError(f"unknown user {str(user_id)!r}; give {hint}")
         return index
 

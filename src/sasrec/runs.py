@@ -37,8 +37,14 @@ from sasrec.errors import ConfigError, SASRecError
 from sasrec.model import SASRec
 
 CONFIG, FINGERPRINT, LOG, LAST, BEST, RESULTS, CURVE = (
-    "config.json", "fingerprint.json", "log.jsonl", "last.safetensors", "best.safetensors", "results.json",
-    "learning_curve.png")
+    "config.json",
+    "fingerprint.json",
+    "log.jsonl",
+    "last.safetensors",
+    "best.safetensors",
+    "results.json",
+    "learning_curve.png",
+)
 
 
 # ------------------------------------------------------------------------------------ building blocks
@@ -54,9 +60,16 @@ def load_dataset(config: Config) -> tuple[Sequences, str]:
 
 def build_model(config: Config, num_items: int) -> SASRec:
     """A freshly initialised :class:`SASRec` with the config's architecture over ``num_items`` items."""
-    return SASRec(num_items, maxlen=config.maxlen, hidden=config.hidden, num_blocks=config.num_blocks,
-                  num_heads=config.num_heads, dropout=config.dropout, norm_first=config.norm_first,
-                  tied_output=config.tied_output)
+    return SASRec(
+        num_items,
+        maxlen=config.maxlen,
+        hidden=config.hidden,
+        num_blocks=config.num_blocks,
+        num_heads=config.num_heads,
+        dropout=config.dropout,
+        norm_first=config.norm_first,
+        tied_output=config.tied_output,
+    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -70,8 +83,9 @@ def pick_device(name: str) -> torch.device:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -126,8 +140,9 @@ class RunDir:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise SASRecError(f"cannot write the run directory {run.path} ({exc.strerror}); "
-                              "choose a writable --out") from None
+            raise SASRecError(
+                f"cannot write the run directory {run.path} ({exc.strerror}); choose a writable --out"
+            ) from None
         return run
 
     @classmethod
@@ -174,8 +189,9 @@ class RunDir:
         try:
             values = json.loads(path.read_text())
         except FileNotFoundError:
-            raise SASRecError(f"{self.path} is not a run directory (no {CONFIG}); train one with `sasrec train`"
-                              ) from None
+            raise SASRecError(
+                f"{self.path} is not a run directory (no {CONFIG}); train one with `sasrec train`"
+            ) from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SASRecError(f"{path} is damaged ({exc}); it is not a config written by sasrec") from None
         if not isinstance(values, dict):
@@ -183,9 +199,19 @@ class RunDir:
         return config_from_dict(values, source=str(path))
 
     def write_fingerprint(self, dataset: str) -> None:
-        write_text(self / FINGERPRINT, json.dumps(
-            {"dataset": dataset, "sasrec_version": sasrec.__version__, "git_commit": git_commit(),
-             "torch": torch.__version__, "numpy": np.__version__}, indent=2))
+        write_text(
+            self / FINGERPRINT,
+            json.dumps(
+                {
+                    "dataset": dataset,
+                    "sasrec_version": sasrec.__version__,
+                    "git_commit": git_commit(),
+                    "torch": torch.__version__,
+                    "numpy": np.__version__,
+                },
+                indent=2,
+            ),
+        )
 
     def dataset_fingerprint(self) -> str | None:
         try:
@@ -197,8 +223,10 @@ class RunDir:
         """Refuse a dataset whose fingerprint differs from the one this run was trained on."""
         saved = self.dataset_fingerprint()
         if saved and saved != fingerprint:
-            raise SASRecError(f"the dataset {dataset!r} changed since {self.path} was trained "
-                              f"({fingerprint} != {saved}); restore the original file or train a new run")
+            raise SASRecError(
+                f"the dataset {dataset!r} changed since {self.path} was trained "
+                f"({fingerprint} != {saved}); restore the original file or train a new run"
+            )
 
     # ---------------------------------------------------------------- log
     def append_log(self, record: dict[str, Any]) -> None:
@@ -222,13 +250,18 @@ class RunDir:
     def save_best(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
         save_checkpoint(self / BEST, model, meta)
 
-    def save_last(self, model: torch.nn.Module, meta: dict[str, Any], optimizer: torch.optim.Optimizer,
-                  extra: dict[str, torch.Tensor]) -> None:
+    def save_last(
+        self,
+        model: torch.nn.Module,
+        meta: dict[str, Any],
+        optimizer: torch.optim.Optimizer,
+        extra: dict[str, torch.Tensor],
+    ) -> None:
         save_checkpoint(self / LAST, model, meta, optimizer, extra)
 
-    def load_checkpoint(self, name: str, model: torch.nn.Module | None = None,
-                        optimizer: torch.optim.Optimizer | None = None
-                        ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    def load_checkpoint(
+        self, name: str, model: torch.nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         return load_checkpoint(self / f"{name}.safetensors", model, optimizer)
 
     def write_results(self, results: dict[str, Any]) -> None:
@@ -273,8 +306,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     meta, _ = run.load_checkpoint(checkpoint, model)
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise SASRecError(f"{run / name} holds non-finite weights ({', '.join(bad[:3])}): the run diverged; "
-                          "retrain it with a lower --lr")
+        raise SASRecError(
+            f"{run / name} holds non-finite weights ({', '.join(bad[:3])}): the run diverged; "
+            "retrain it with a lower --lr"
+        )
     model.to(pick_device(device)).eval()
     return Run(run.path, config, model, meta)
 
@@ -286,8 +321,9 @@ def load_run_data(run: Run) -> Sequences:
     return data
 
 
-def write_run(path: str | Path, config: Config, model: SASRec, dataset: str, meta: dict[str, Any] | None = None
-              ) -> RunDir:
+def write_run(
+    path: str | Path, config: Config, model: SASRec, dataset: str, meta: dict[str, Any] | None = None
+) -> RunDir:
     """Write a minimal usable run (config, fingerprint, ``best`` weights) for an already-built model.
 
     For tests, benchmarks and users who train outside :mod:`sasrec.train`.

@@ -57,8 +57,9 @@ class ItemSets:
 REDRAW_ROUNDS = 64
 
 
-def sample_uniform_unseen(rng: np.random.Generator, sets: ItemSets, users: np.ndarray, shape: tuple[int, ...],
-                          num_items: int) -> np.ndarray:
+def sample_uniform_unseen(
+    rng: np.random.Generator, sets: ItemSets, users: np.ndarray, shape: tuple[int, ...], num_items: int
+) -> np.ndarray:
     """Items drawn uniformly from ``1..num_items`` excluding each user's own items (with replacement).
 
     ``users``: ``(B,)``; returns ``(B, *shape)``. Collisions are redrawn, as the reference's ``random_neq``
@@ -81,9 +82,11 @@ def sample_uniform_unseen(rng: np.random.Generator, sets: ItemSets, users: np.nd
         where = bad[flat_users[bad] == user]
         unseen = sets.unseen(int(user), num_items)
         if not len(unseen):
-            raise ConfigError(f"user #{user + 1} (in ascending id order) has interacted with all {num_items} items, "
-                              "so no negative can be sampled for them; pass --loss-option shared=true or --loss ce, "
-                              "or remove the user")
+            raise ConfigError(
+                f"user #{user + 1} (in ascending id order) has interacted with all {num_items} items, "
+                "so no negative can be sampled for them; pass --loss-option shared=true or --loss ce, "
+                "or remove the user"
+            )
         flat[where] = unseen[rng.integers(len(unseen), size=len(where))]
     return out
 
@@ -104,13 +107,23 @@ class TrainSampler:
     ``shared_negatives``, one set of ``num_negatives`` distinct items per batch, uniform over the catalogue.
     """
 
-    def __init__(self, train: Sequences, maxlen: int, batch_size: int, num_negatives: int = 1,
-                 batching: str = "bucket", seed: int = 0, shared_negatives: bool = False):
+    def __init__(
+        self,
+        train: Sequences,
+        maxlen: int,
+        batch_size: int,
+        num_negatives: int = 1,
+        batching: str = "bucket",
+        seed: int = 0,
+        shared_negatives: bool = False,
+    ):
         if batching not in BATCHING:
             raise ConfigError(f"unknown batching {batching!r}; choose one of {', '.join(BATCHING)}")
         if shared_negatives and num_negatives > train.num_items:
-            raise ConfigError(f"{num_negatives} shared negatives asked, but the catalogue has only "
-                              f"{train.num_items} items; lower --negatives")
+            raise ConfigError(
+                f"{num_negatives} shared negatives asked, but the catalogue has only "
+                f"{train.num_items} items; lower --negatives"
+            )
         self.shared_negatives = shared_negatives
         self.train = train
         self.maxlen = maxlen
@@ -126,8 +139,11 @@ class TrainSampler:
         self.example_lengths = np.minimum(train.lengths - 1, maxlen)
 
     def __len__(self) -> int:
-        return max(1, len(self.users) // self.batch_size) if self.batching == "random" else \
-            -(-len(self.users) // self.batch_size)
+        return (
+            max(1, len(self.users) // self.batch_size)
+            if self.batching == "random"
+            else -(-len(self.users) // self.batch_size)
+        )
 
     def epoch_order(self) -> list[np.ndarray]:
         """The users of each batch of the next epoch (advances the generator)."""

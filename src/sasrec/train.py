@@ -41,8 +41,14 @@ class Trainer:
         ConfigError: a setting that cannot work on this dataset, naming the option (see :mod:`sasrec.preflight`).
     """
 
-    def __init__(self, config: Config, run: RunDir, data: Sequences | None = None, fingerprint: str = "",
-                 dist: DistInfo | None = None):
+    def __init__(
+        self,
+        config: Config,
+        run: RunDir,
+        data: Sequences | None = None,
+        fingerprint: str = "",
+        dist: DistInfo | None = None,
+    ):
         self.config = config
         self.run = run
         self.dist = dist or DistInfo()
@@ -62,19 +68,30 @@ class Trainer:
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
         self.model.set_dropout_generator(self.dropout_rng)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr,
-                                          betas=(config.adam_beta1, config.adam_beta2),
-                                          fused=self.device.type == "cpu" or None)
-        self.sampler = TrainSampler(self.split.train, config.maxlen, config.batch_size,
-                                    self.loss_fn.num_negatives, config.batching, seed=config.seed,
-                                    shared_negatives=self.loss_fn.shared)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=config.lr,
+            betas=(config.adam_beta1, config.adam_beta2),
+            fused=self.device.type == "cpu" or None,
+        )
+        self.sampler = TrainSampler(
+            self.split.train,
+            config.maxlen,
+            config.batch_size,
+            self.loss_fn.num_negatives,
+            config.batching,
+            seed=config.seed,
+            shared_negatives=self.loss_fn.shared,
+        )
         # HR@10 and NDCG@10 for the per-epoch line, plus the selection metric's K.
         ks = (10, split_metric(config.metric)[1])
-        self.validator = Evaluator(self.split, "valid", config.val_protocol, ks=ks,
-                                   num_negatives=config.eval_negatives, seed=config.seed)
-        self.testers = {protocol: Evaluator(self.split, "test", protocol, num_negatives=config.eval_negatives,
-                                            seed=config.seed)
-                        for protocol in ("sampled", "full")}
+        self.validator = Evaluator(
+            self.split, "valid", config.val_protocol, ks=ks, num_negatives=config.eval_negatives, seed=config.seed
+        )
+        self.testers = {
+            protocol: Evaluator(self.split, "test", protocol, num_negatives=config.eval_negatives, seed=config.seed)
+            for protocol in ("sampled", "full")
+        }
         self.epoch = 0
         self.best = {"epoch": 0, "value": -np.inf, "bad_evals": 0}
 
@@ -140,9 +157,12 @@ class Trainer:
             if bad:
                 raise self._diverged(f"its last step left non-finite weights in {', '.join(bad[:3])}")
             self.epoch += 1
-            record: dict[str, Any] = {"epoch": self.epoch, "loss": round(loss, 6),
-                                      "train_seconds": round(time.perf_counter() - start, 3),
-                                      "positions": positions}
+            record: dict[str, Any] = {
+                "epoch": self.epoch,
+                "loss": round(loss, 6),
+                "train_seconds": round(time.perf_counter() - start, 3),
+                "positions": positions,
+            }
             stop = False
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
                 t0 = time.perf_counter()
@@ -165,14 +185,12 @@ class Trainer:
                 print(_format_record(record, cfg.metric), flush=True)
             if stop:
                 if self.dist.is_main:
-                    print(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations",
-                          flush=True)
+                    print(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations", flush=True)
                 break
             over_budget = time.perf_counter() - started > 60 * cfg.max_minutes
             if cfg.max_minutes and distributed.any_rank(over_budget, self.dist):  # all ranks stop together
                 if self.dist.is_main:
-                    print(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}",
-                          flush=True)
+                    print(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}", flush=True)
                 break
         return self.best
 
@@ -180,15 +198,22 @@ class Trainer:
         """The error that stops a diverged run: where, what, what to try, and what was kept."""
         cfg = self.config
         tries = f"a lower --lr (now {cfg.lr:g})" + (f" or --l2-emb (now {cfg.l2_emb:g})" if cfg.l2_emb else "")
-        kept = (f"{self.run.path} keeps epoch {self.epoch}, the last good one (no results were written)"
-                if self.epoch else "no epoch was saved")
+        kept = (
+            f"{self.run.path} keeps epoch {self.epoch}, the last good one (no results were written)"
+            if self.epoch
+            else "no epoch was saved"
+        )
         return SASRecError(f"training diverged in epoch {self.epoch + 1}: {what}; try {tries} in a new run; {kept}")
 
     # ------------------------------------------------------------------ state
     def _save_last(self) -> None:
-        meta = {"epoch": self.epoch, "best": {**self.best, "value": float(self.best["value"])},
-                "sampler_rng": self.sampler.rng.bit_generator.state,
-                "dropout_rng": self.dropout_rng.bit_generator.state, "num_items": self.split.num_items}
+        meta = {
+            "epoch": self.epoch,
+            "best": {**self.best, "value": float(self.best["value"])},
+            "sampler_rng": self.sampler.rng.bit_generator.state,
+            "dropout_rng": self.dropout_rng.bit_generator.state,
+            "num_items": self.split.num_items,
+        }
         self.run.save_last(self.model, meta, self.optimizer, {"torch_rng": torch.get_rng_state()})
 
     def resume(self) -> None:
@@ -200,11 +225,15 @@ class Trainer:
         if (self.run / "results.json").exists():
             cfg = self.config
             if self.epoch >= cfg.epochs:
-                raise ConfigError(f"{self.run.path} finished after {self.epoch} epochs; --epochs is the total, "
-                                  f"so pass --epochs N with N > {self.epoch} to train further")
+                raise ConfigError(
+                    f"{self.run.path} finished after {self.epoch} epochs; --epochs is the total, "
+                    f"so pass --epochs N with N > {self.epoch} to train further"
+                )
             if cfg.patience and self.best["bad_evals"] >= cfg.patience:
-                raise ConfigError(f"{self.run.path} stopped early ({cfg.metric} did not improve for "
-                                  f"{cfg.patience} evaluations); pass a larger --patience to train further")
+                raise ConfigError(
+                    f"{self.run.path} stopped early ({cfg.metric} did not improve for "
+                    f"{cfg.patience} evaluations); pass a larger --patience to train further"
+                )
         self.sampler.rng.bit_generator.state = meta["sampler_rng"]
         self.dropout_rng.bit_generator.state = meta["dropout_rng"]
         torch.set_rng_state(extra["torch_rng"])
@@ -219,8 +248,9 @@ class Trainer:
         scorer = ModelScorer(self.model, self.device)
         results = {"best_epoch": self.best["epoch"], f"valid_{self.config.metric}": float(self.best["value"])}
         for protocol, evaluator in self.testers.items():
-            results[protocol] = distributed.evaluate(evaluator, scorer, self.dist,
-                                                     progress=False if self.quiet else None).to_json()
+            results[protocol] = distributed.evaluate(
+                evaluator, scorer, self.dist, progress=False if self.quiet else None
+            ).to_json()
         if self.dist.is_main:
             self.run.write_results(results)
         return results
@@ -250,16 +280,22 @@ def resume_config(run: RunDir, changes: dict[str, Any]) -> Config:
     if refused:
         flags = ", ".join("--" + k.replace("_", "-") for k in refused)
         allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
-        raise ConfigError(f"--resume continues {run.path} with its saved settings; {flags} cannot change "
-                          f"(a resume accepts {allowed}); start a new run with --out to change them")
+        raise ConfigError(
+            f"--resume continues {run.path} with its saved settings; {flags} cannot change "
+            f"(a resume accepts {allowed}); start a new run with --out to change them"
+        )
     values = {**saved.to_dict(), **{k: v for k, v in given.items() if k in RESUMABLE}}
     config = Config(**values)
     config.validate()
     return config
 
 
-def train(config: Config | None = None, resume: str | Path | None = None, data: Sequences | None = None,
-          changes: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(
+    config: Config | None = None,
+    resume: str | Path | None = None,
+    data: Sequences | None = None,
+    changes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train a new run (``config``) or resume one (``resume``: its directory; ``changes``: values to apply,
     see :func:`resume_config`), then test its best checkpoint; returns the test results.
 
@@ -267,8 +303,9 @@ def train(config: Config | None = None, resume: str | Path | None = None, data: 
     """
     if resume is not None:
         run = RunDir.open(resume, need="last.safetensors")
-        config = resume_config(run, {**(changes or {}), **({"device": config.device, "quiet": config.quiet}
-                                                            if config is not None else {})})
+        config = resume_config(
+            run, {**(changes or {}), **({"device": config.device, "quiet": config.quiet} if config is not None else {})}
+        )
     elif config is None:
         raise ConfigError("train() needs a config or a run directory to resume")
     info = distributed.init_from_env(pick_device(config.device))
@@ -326,9 +363,12 @@ def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
         run.write_fingerprint(trainer.fingerprint)
     if not trainer.quiet:  # --quiet, or not rank 0
         s = trainer.split
-        print(f"run {run.path}: {s.num_users} users, {s.num_items} items, {len(s.train.items)} training items; "
-              f"{sum(p.numel() for p in trainer.model.parameters())} parameters"
-              + (f"; {info.world} processes ({info.backend})" if info.enabled else ""), flush=True)
+        print(
+            f"run {run.path}: {s.num_users} users, {s.num_items} items, {len(s.train.items)} training items; "
+            f"{sum(p.numel() for p in trainer.model.parameters())} parameters"
+            + (f"; {info.world} processes ({info.backend})" if info.enabled else ""),
+            flush=True,
+        )
     trainer.fit()
     if info.is_main:
         run.plot()
@@ -337,8 +377,7 @@ def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
 
 def print_results(results: dict[str, Any], metric: str) -> None:
     """The final test metrics (always printed, even with --quiet: they are the run's answer)."""
-    print(f"best epoch {results['best_epoch']} (validation {metric} {results[f'valid_{metric}']:.4f}); "
-          "test metrics:")
+    print(f"best epoch {results['best_epoch']} (validation {metric} {results[f'valid_{metric}']:.4f}); test metrics:")
     for protocol in ("sampled", "full"):
         m = results[protocol]["metrics"]
         users = results[protocol]["users"]

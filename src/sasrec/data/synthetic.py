@@ -82,8 +82,7 @@ def _successors(rng: np.random.Generator, topics: list[np.ndarray], popularity: 
             if len(pool) < NUM_SUCCESSORS:
                 pool = everyone[everyone != item]
             p = popularity[pool] ** 0.5
-            table[item] = rng.choice(pool, size=NUM_SUCCESSORS, replace=len(pool) < NUM_SUCCESSORS,
-                                     p=p / p.sum())
+            table[item] = rng.choice(pool, size=NUM_SUCCESSORS, replace=len(pool) < NUM_SUCCESSORS, p=p / p.sum())
     return table
 
 
@@ -112,8 +111,17 @@ def _walk(rng, lengths, popularity, topic_of, topics, successors) -> np.ndarray:
         for _ in range(_MAX_TRIES):
             if not len(todo):
                 break
-            draw = _draw(rng, len(todo), None if prev is None else prev[todo], cdf, topic_of, topic_start,
-                         topic_sizes, topic_members, successors)
+            draw = _draw(
+                rng,
+                len(todo),
+                None if prev is None else prev[todo],
+                cdf,
+                topic_of,
+                topic_start,
+                topic_sizes,
+                topic_members,
+                successors,
+            )
             fresh = ~seen[active[todo], draw]
             chosen[todo[fresh]] = draw[fresh]
             todo = todo[~fresh]
@@ -129,8 +137,7 @@ def _draw(rng, n, prev, cdf, topic_of, topic_start, topic_sizes, topic_members, 
     by_popularity = np.minimum(np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), len(cdf) - 1)
     if prev is None:
         return by_popularity
-    column = np.searchsorted(np.cumsum(SUCCESSOR_WEIGHTS), rng.random(n) * SUCCESSOR_WEIGHTS.sum(),
-                             side="right")
+    column = np.searchsorted(np.cumsum(SUCCESSOR_WEIGHTS), rng.random(n) * SUCCESSOR_WEIGHTS.sum(), side="right")
     follow = successors[prev, np.minimum(column, NUM_SUCCESSORS - 1)]
     topic = topic_of[prev]
     same_topic = topic_members[topic_start[topic] + (rng.random(n) * topic_sizes[topic]).astype(np.int64)]
