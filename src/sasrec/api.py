@@ -15,6 +15,8 @@ Every output uses the original ids. pandas and polars are optional: install ``sa
 
 from __future__ import annotations
 
+import datetime as _dt
+import math
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,17 +25,25 @@ from typing import Any
 
 import numpy as np
 
+from sasrec.argtypes import check_output_dir, check_writable
 from sasrec.config import resolve
+from sasrec.data import readers
 from sasrec.data.preprocess import length_stats, preprocess_rows, write_outputs
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.recommend import ItemId
 from sasrec.recommend import Recommender as Predictor
 
 OUTPUTS = ("pandas", "polars", "dict")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_INT64 = 2**63
 
 
 def _columns(data: Any, names: Sequence[str]) -> tuple[list[list[Any]], str]:
-    """The named columns of a pandas/polars DataFrame or a mapping of arrays, and the input's kind."""
+    """The named columns of a pandas/polars DataFrame or a mapping of arrays, and the input's kind.
+
+    Date/time columns of polars and NumPy come as int nanoseconds since the epoch (``None`` for a missing
+    one), so that no precision is lost in conversion; pandas gives Timestamps, which hold nanoseconds.
+    """
     kind = type(data).__module__.split(".")[0]
     if kind not in ("pandas", "polars"):
         if not isinstance(data, Mapping):
@@ -46,11 +56,148 @@ def _columns(data: Any, names: Sequence[str]) -> tuple[list[list[Any]], str]:
             f"no column {missing[0]!r} in the data (columns: {', '.join(map(str, available))}); "
             "pass user_col=, item_col= and time_col= with your column names"
         )
-    columns = [list(data[n].to_list()) if kind != "dict" else list(np.asarray(data[n]).tolist()) for n in names]
+    columns = [_values(data[n], kind) for n in names]
     lengths = {len(c) for c in columns}
     if len(lengths) > 1:
         raise ConfigError(f"columns {', '.join(names)} have different lengths {sorted(lengths)}")
     return columns, kind
+
+
+def _values(column: Any, kind: str) -> list[Any]:
+    """One column as a list of Python values (date/times of polars and NumPy as int ns, see :func:`_columns`)."""
+    if kind == "polars":
+        import polars as pl
+
+        if column.dtype == pl.Datetime:
+            return column.dt.epoch("ns").to_list()
+        return column.to_list()
+    if kind == "pandas":
+        return column.to_list()
+    array = np.asarray(column)
+    if array.dtype.kind == "M":  # datetime64 of any unit; NaT -> None
+        ns = array.astype("datetime64[ns]")
+        return [None if np.isnat(v) else int(v.view("int64")) for v in ns]
+    return array.tolist()
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, pandas' NA and NaT: a value the DataFrame does not have."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _where(column: str, row: int) -> str:
+    return f"column {column!r}, row {row} (counting from 0)"
+
+
+def _id_text(value: Any) -> str | None:
+    """An id as the text it is known by: a string without surrounding whitespace (as ``sasrec preprocess``
+    reads files), an integer's digits, an integral float's integer (``3.0`` -> ``"3"``: a pandas column of
+    integer ids turns float when a merge brings in NaN). None for anything else."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return str(int(value))
+    if isinstance(value, float | np.floating) and math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return None
+
+
+def _ids(values: list[Any], column: str) -> list[str]:
+    """``values`` as id texts (:func:`_id_text`). Raises ConfigError naming the column and the first row
+    that is missing, empty, a non-integral number or not an id at all."""
+    out = []
+    for row, value in enumerate(values):
+        text = _id_text(value)
+        if text is None:
+            if _missing(value) or isinstance(value, str):
+                problem = f"missing id ({value!r}); remove such rows first (every row is one interaction)"
+            elif isinstance(value, float | np.floating):
+                problem = f"{value!r} is not an integral number, so not an id"
+            else:
+                problem = f"{value!r} ({type(value).__name__}) is not an id: give strings or integers"
+            raise ConfigError(f"{_where(column, row)}: {problem}")
+        out.append(text)
+    return out
+
+
+def _known_as(value: Any) -> str:
+    """The id text ``fit`` gave ``value`` (:func:`_id_text`), so ``3.0`` finds item ``"3"``; an id that no
+    row could have had stays as it is, for the lookup to report as unknown."""
+    return _id_text(value) or str(value)
+
+
+def _datetime_ns(value: Any) -> int | None:
+    """Nanoseconds since the epoch of a date or date-time (naive ones are UTC, as the file readers read
+    them), or None if ``value`` is neither."""
+    if hasattr(value, "value") and isinstance(value, _dt.datetime):  # a pandas Timestamp: ns, UTC-based
+        return int(value.value)
+    if isinstance(value, _dt.datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=_dt.UTC)
+        return (moment - _EPOCH) // _dt.timedelta(microseconds=1) * 1000
+    if isinstance(value, _dt.date):
+        return (value.toordinal() - _EPOCH.toordinal()) * 86_400 * 10**9
+    if isinstance(value, np.datetime64) and not np.isnat(value):
+        return int(value.astype("datetime64[ns]").view("int64"))
+    return None
+
+
+def _time(value: Any) -> tuple[int | float, str]:
+    """A timestamp and its kind, ``"number"`` (any unit) or ``"date/time"`` (ns since the epoch).
+
+    Numbers: ints and finite floats in the int64 range, and strings of the readers' grammar (``1700000000``,
+    ``1.7e9``); date/times: datetime, date, numpy datetime64 and ISO-8601 strings (``2023-11-14T22:13:20Z``).
+
+    Raises:
+        readers.BadLine: anything else, saying what is accepted.
+    """
+    ns = _datetime_ns(value)
+    if ns is not None:
+        return ns, "date/time"
+    if isinstance(value, str):
+        text = value.strip()
+        seconds = readers._timestamp("timestamp", text)  # the file readers' grammar, so a file and a frame agree
+        if readers._INTEGER.fullmatch(text) or readers._DECIMAL.fullmatch(text):
+            return seconds, "number"
+        moment = _dt.datetime.fromisoformat(text)  # what readers._timestamp has just accepted
+        return _datetime_ns(moment), "date/time"
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+    if number and math.isfinite(value) and -_INT64 <= value < _INT64:
+        return (int(value) if isinstance(value, int | np.integer) else float(value)), "number"
+    raise readers.BadLine(
+        f"timestamp {value!r} ({type(value).__name__}) is not a finite number in the 64-bit range, a date/time "
+        "or a string of one (e.g. 1700000000, 1700000000.5 or 2023-11-14T22:13:20Z)"
+    )
+
+
+def _times(values: list[Any], column: str) -> list[int | float]:
+    """``values`` as timestamps (:func:`_time`), all of one kind: numbers and date/times have no common unit.
+    Raises ConfigError naming the column and the first bad row."""
+    out: list[int | float] = []
+    first: tuple[str, int] | None = None  # the column's kind, and the row that set it
+    for row, value in enumerate(values):
+        if _missing(value):
+            raise ConfigError(f"{_where(column, row)}: missing timestamp ({value!r}); drop or fill such rows first")
+        try:
+            t, kind = _time(value)
+        except readers.BadLine as exc:
+            raise ConfigError(f"{_where(column, row)}: {exc}") from None
+        if first is None:
+            first = (kind, row)
+        elif kind != first[0]:
+            raise ConfigError(
+                f"{_where(column, row)}: a {kind} ({value!r}) in a column whose row {first[1]} is a {first[0]}; "
+                "give one kind, numbers or date/times, in the whole column"
+            )
+        out.append(t)
+    return out
+
+
+def _count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def _frame(columns: dict[str, list[Any]], output: str) -> Any:
@@ -75,10 +222,11 @@ class Recommender:
             to keep everything.
         output: ``"pandas"``, ``"polars"`` or ``"dict"`` for the results; default: the kind ``fit`` got.
         **hyperparameters: any :class:`sasrec.config.Config` field (``epochs``, ``maxlen``, ``hidden``,
-            ``loss``, ``lr``, ``seed``, ``quiet``...; see ``sasrec train --help``).
+            ``loss``, ``lr``, ``seed``, ``quiet``...; see ``sasrec train --help``), held to the same limits
+            as the command line's options (:data:`sasrec.config.LIMITS`).
 
     Raises:
-        ConfigError: an unknown or invalid hyperparameter (at construction, before any work).
+        ConfigError: an unknown or invalid parameter (at construction, before any work).
     """
 
     def __init__(
@@ -90,13 +238,14 @@ class Recommender:
             if name in hyperparameters:
                 raise ConfigError(f"{name!r} is not a hyperparameter: fit() takes the data, save() the location")
         self.preset = preset
-        self.min_count = min_count
+        self.min_count = _count("min_count", min_count, 0)  # sasrec preprocess --min-count's rule
         self.output = output
         self.hyperparameters = hyperparameters
         resolve({"preset": preset, **hyperparameters})  # fail fast on bad values
         self.run_dir: Path | None = None
         self.results: dict[str, Any] | None = None
         self._predictor: Predictor | None = None
+        self._temporary: tempfile.TemporaryDirectory | None = None
 
     # ------------------------------------------------------------------------------------------ training
     def fit(
@@ -110,22 +259,56 @@ class Recommender:
         """Preprocess ``data`` and train; returns ``self``.
 
         Args:
-            data: pandas or polars DataFrame, or a mapping of column name -> array.
-            user_col, item_col: id columns (any type; ids are compared as strings).
-            time_col: timestamps (numbers); None keeps each user's rows in the order given.
-            run_dir: where the run directory goes (default: a new temporary directory; :meth:`save` copies
-                it). It holds the preprocessed dataset, its id maps and everything ``sasrec train`` writes.
+            data: pandas or polars DataFrame, or a mapping of column name -> array (``N`` rows).
+            user_col, item_col: id columns, three distinct columns with ``time_col``. An id is a string
+                (surrounding whitespace dropped, as ``sasrec preprocess`` reads files), an integer, or an
+                integral float (``3.0`` is the id ``"3"``, as ``3``).
+            time_col: timestamps, all numbers (any unit; also numeric strings) or all date/times (datetime64,
+                datetime, ISO-8601 strings; naive ones are UTC); None keeps each user's rows in the order
+                given. Only their order matters.
+            run_dir: where the run goes: the preprocessed dataset, its id maps and everything ``sasrec train``
+                writes. Default: a temporary directory, removed when this Recommender is garbage-collected
+                or the interpreter exits (:meth:`save` keeps a copy).
+
+        Raises:
+            ConfigError: a missing column; a missing (None, NaN, NaT, empty) or non-integral id, or a missing
+                or unreadable timestamp, naming the column and the row (0-based position); a setting that
+                cannot work on this data. Nothing is left behind: a ``run_dir`` that fit created is removed.
         """
-        names = [user_col, item_col] + ([time_col] if time_col else [])
+        names = [user_col, item_col] + ([time_col] if time_col is not None else [])
+        labels = ["user_col", "item_col", "time_col"]
+        for n, name in enumerate(names):
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"{labels[n]} must be a column name, got {name!r}")
+            if name in names[:n]:
+                raise ConfigError(f"{labels[names.index(name)]} and {labels[n]} both name column {name!r}")
+        if run_dir is not None:
+            if not str(run_dir).strip():
+                raise ConfigError(f"run_dir must be a directory path, got {run_dir!r}")
+            check_output_dir("run_dir", run_dir)
         columns, kind = _columns(data, names)
-        users, items = columns[0], columns[1]
-        times = columns[2] if time_col else [0] * len(users)
-        for row, t in enumerate(times):
-            if isinstance(t, bool) or not isinstance(t, int | float) or t != t or t in (float("inf"), -float("inf")):
-                raise ConfigError(f"column {time_col!r}, row {row}: timestamp {t!r} is not a finite number")
-        rows = ((str(u), str(i), t, n) for n, (u, i, t) in enumerate(zip(users, items, times, strict=True)))
+        users, items = _ids(columns[0], user_col), _ids(columns[1], item_col)
+        times = _times(columns[2], time_col) if time_col is not None else [0] * len(users)
+        rows = ((u, i, t, n) for n, (u, i, t) in enumerate(zip(users, items, times, strict=True)))
         processed = preprocess_rows(rows, min_count=self.min_count)
-        root = (Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="sasrec-"))).resolve()
+
+        temporary = tempfile.TemporaryDirectory(prefix="sasrec-") if run_dir is None else None
+        root = Path(temporary.name if temporary else run_dir).resolve()
+        made = [p for p in (root / "data", root, *root.parents) if not p.exists()]  # removed if fit fails
+        try:
+            self._train(processed, root, kind)
+        except BaseException:
+            if temporary:
+                temporary.cleanup()
+            elif made:
+                shutil.rmtree(made[-1], ignore_errors=True)
+            raise
+        if self._temporary is not None:  # a previous fit's run: this one replaces it
+            self._temporary.cleanup()
+        self._temporary = temporary
+        return self
+
+    def _train(self, processed: Any, root: Path, kind: str) -> None:
         stats = {
             "interactions": int(len(processed.sequences.items)),
             "users": processed.sequences.num_users,
@@ -147,7 +330,6 @@ class Recommender:
         self.run_dir = root / "run"
         self._predictor = Predictor.load(self.run_dir)
         self.output = self.output or kind
-        return self
 
     # ------------------------------------------------------------------------------------------ use
     @property
@@ -169,7 +351,7 @@ class Recommender:
 
     def recommend(self, history: Iterable[ItemId], k: int = 10, filter_seen: bool = True) -> Any:
         """Top-``k`` items after one history of original item ids (oldest first): columns item, score, rank."""
-        pairs = self.predictor.recommend(list(history), k, exclude_seen=filter_seen)
+        pairs = self.predictor.recommend([_known_as(i) for i in history], k, exclude_seen=filter_seen)
         return _frame(
             {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},
             self._out(),
@@ -179,8 +361,8 @@ class Recommender:
         """Top-``k`` items for users of the fitted data, from their whole history: user, item, score, rank."""
         out: dict[str, list[Any]] = {"user": [], "item": [], "score": [], "rank": []}
         for user in users:
-            pairs = self.predictor.recommend_user(user, k, exclude_seen=filter_seen)
-            out["user"] += [str(user)] * len(pairs)
+            pairs = self.predictor.recommend_user(_known_as(user), k, exclude_seen=filter_seen)
+            out["user"] += [_known_as(user)] * len(pairs)
             out["item"] += [i for i, _ in pairs]
             out["score"] += [s for _, s in pairs]
             out["rank"] += list(range(1, len(pairs) + 1))
@@ -188,7 +370,7 @@ class Recommender:
 
     def similar_items(self, item: ItemId, k: int = 10) -> Any:
         """The ``k`` items nearest to ``item`` by cosine of item embeddings: item, score, rank."""
-        pairs = self.predictor.similar_items(item, k)
+        pairs = self.predictor.similar_items(_known_as(item), k)
         return _frame(
             {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},
             self._out(),
@@ -196,20 +378,32 @@ class Recommender:
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Copy the fitted run (its directory, dataset and id maps) to ``path``, which must not exist."""
+        """Copy the fitted run (its directory, dataset and id maps) to ``path``, which must not exist.
+
+        Raises:
+            SASRecError: not fitted; ``path`` exists or cannot be written (nothing is left half-copied).
+        """
         if self.run_dir is None:
             raise SASRecError("nothing to save: call fit() first")
+        if not str(path).strip():
+            raise ConfigError(f"save() needs a directory path, got {path!r}")
         path = Path(path)
         if path.exists():
             raise SASRecError(f"{path} already exists; choose a new path")
-        shutil.copytree(self.run_dir.parent, path)
-        # The copied run must read the copied dataset, wherever the copy goes.
-        run = path / "run"
-        from sasrec.runs import RunDir
+        check_writable("save()", path)
+        made = [p for p in (path, *path.parents) if not p.exists()]
+        try:
+            shutil.copytree(self.run_dir.parent, path)
+            # The copied run must read the copied dataset, wherever the copy goes.
+            run = path / "run"
+            from sasrec.runs import RunDir
 
-        config = RunDir(run).read_config()
-        config.dataset = str((path / "data" / "data.txt").resolve())
-        RunDir(run).write_config(config)
+            config = RunDir(run).read_config()
+            config.dataset = str((path / "data" / "data.txt").resolve())
+            RunDir(run).write_config(config)
+        except OSError as exc:
+            shutil.rmtree(made[-1], ignore_errors=True)
+            raise SASRecError(f"save() {path}: cannot write it ({exc.strerror or exc}); choose another path") from None
         return path
 
     @classmethod
@@ -220,6 +414,7 @@ class Recommender:
         rec = cls.__new__(cls)
         rec.preset, rec.min_count, rec.output, rec.hyperparameters = None, 5, output, {}
         rec.results = None
+        rec._temporary = None
         rec.run_dir = run_dir
         rec._predictor = Predictor.load(run_dir, checkpoint)
         return rec

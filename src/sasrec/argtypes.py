@@ -80,7 +80,7 @@ def config_value(name: str) -> Converter:
     from sasrec.config import LIMITS, field_problem, field_type
 
     parse = field_type(name)
-    requirement = f"{'an integer' if parse is int else 'a number'} {LIMITS[name][1]}"
+    requirement = f"{'an integer' if parse is int else 'a number'} {LIMITS[name].requirement}"
 
     def convert(text: str) -> Any:
         try:
@@ -115,8 +115,28 @@ def dataset(text: str) -> str:
     )
 
 
+def path_text(text: str) -> str:
+    """A path, as given. An empty one is refused: ``Path("")`` is the current directory, so ``--out ''``
+    (an unset shell variable) would silently write there, or an optional path would be silently ignored."""
+    if not text.strip():
+        raise _refuse("a path", text)
+    return text
+
+
+def path(text: str) -> Path:
+    """:func:`path_text` as a :class:`~pathlib.Path`."""
+    return Path(path_text(text))
+
+
+def host(text: str) -> str:
+    """An address to bind; an empty one is refused (uvicorn would listen on every interface)."""
+    if not text.strip():
+        raise _refuse("an address, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)", text)
+    return text
+
+
 def existing_file(text: str) -> Path:
-    path = Path(text)
+    path = Path(path_text(text))
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text} not found")
     if path.is_dir():
@@ -126,6 +146,7 @@ def existing_file(text: str) -> Path:
 
 def not_a_file(text: str) -> str:
     """A directory that may not exist (yet), but not the name of an existing file."""
+    path_text(text)
     if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
     return text

@@ -135,8 +135,15 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=config_value("seed"), help="random seed (default 42)")
     p.add_argument("--device", type=argtypes.device, help="cpu, cuda[:N] or auto (default cpu)")
     p.add_argument("--threads", type=config_value("threads"), help="torch CPU threads (default 0: PyTorch's choice)")
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/NAME-LOSS-seedS-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    p.add_argument(
+        "--out", metavar="DIR", type=argtypes.path_text, help="run directory (default runs/NAME-LOSS-seedS-TIME)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        type=argtypes.path_text,
+        help="continue an interrupted run from its last epoch",
+    )
     _bool_flag(p, "quiet", "no progress bars or per-epoch lines")
 
 
@@ -169,12 +176,15 @@ class _JsonFlag(argparse.Action):
         if values is None:
             namespace.json = True
         else:
-            namespace.out = values
+            try:
+                namespace.out = argtypes.path_text(values)
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentError(self, str(exc)) from None
             namespace.spelled = {**getattr(namespace, "spelled", {}), "--out": "--json"}
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", help="a run directory written by `sasrec train`")
+    p.add_argument("--run", type=argtypes.path_text, help="a run directory written by `sasrec train`")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
     p.add_argument(
         "--baseline",
@@ -231,6 +241,7 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         metavar="FILE",
+        type=argtypes.path_text,
         help="write the results JSON to this file instead of RUN_DIR/eval_SPLIT.json (which is "
         "replaced on every evaluation); a baseline's are written only here",
     )
@@ -314,7 +325,7 @@ def _add_data_dir(p: argparse.ArgumentParser, default: str | None, shown: str = 
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
-    p.add_argument("--run", required=True, help="a run directory written by `sasrec train`")
+    p.add_argument("--run", required=True, type=argtypes.path_text, help="a run directory written by `sasrec train`")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
     if data_dir:
         _add_data_dir(p, None, "the run's own; give it when the files have moved")
@@ -337,7 +348,10 @@ def add_recommend_arguments(p: argparse.ArgumentParser) -> None:
         help="one original item id, verbatim (commas allowed); repeat it, oldest first",
     )
     who.add_argument(
-        "--history-file", metavar="FILE", help="original item ids, one per line, oldest first ('-': standard input)"
+        "--history-file",
+        metavar="FILE",
+        type=argtypes.path_text,
+        help="original item ids, one per line, oldest first ('-': standard input)",
     )
     p.add_argument(
         "--k",
@@ -366,6 +380,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     p.add_argument(
         "--host",
+        type=argtypes.host,
         default="127.0.0.1",
         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the service)",
     )
@@ -391,7 +406,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     _add_run_arguments(p, data_dir=False)
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default onnx)")
-    p.add_argument("--out", metavar="FILE", help="output file (default RUN_DIR/model.onnx)")
+    p.add_argument("--out", metavar="FILE", type=argtypes.path_text, help="output file (default RUN_DIR/model.onnx)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version, 14..20 (default 17)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists (default: refuse)")
 

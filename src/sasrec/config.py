@@ -39,33 +39,73 @@ BATCHINGS = ("random", "shuffle", "bucket")
 # Dropout masks keep a value when a random uint16 is >= round(p * 65536) (sasrec.model.Dropout.mask): a rate
 # that rounds to 65536 would keep nothing and scale by 1/0, so the largest usable rate is 65535/65536.
 MAX_DROPOUT = 65535 / 65536
+# Counts without a tighter bound stay within int32, what the samplers' and index tensors' arithmetic holds;
+# whether a large value fits in memory is checked against the data before training (sasrec.preflight).
+MAX_COUNT = 2**31 - 1
+# torch.set_num_threads(100000) crashes the process; far more threads than cores only adds contention.
+MAX_THREADS = 1024
+# 1000 blocks take seconds to build and 100000 minutes, before the first step; no SASRec variant is that deep.
+MAX_BLOCKS = 256
 
 
-def _dropout_ok(p: float) -> bool:
-    return p >= 0 and round(p * 65536) < 65536
+@dataclass(frozen=True)
+class Limit:
+    """The allowed range of a numeric field: ``minimum <= v <= maximum`` (``minimum < v`` when ``above``;
+    ``below``: ``v < maximum``); ``note`` says what a special value means. ``None``: no bound on that side."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False
+    below: bool = False
+    note: str = ""
+
+    def ok(self, v: float) -> bool:
+        low = self.minimum is None or (v > self.minimum if self.above else v >= self.minimum)
+        high = self.maximum is None or (v < self.maximum if self.below else v <= self.maximum)
+        return low and high
+
+    @property
+    def requirement(self) -> str:
+        """E.g. ``from 1 to 2147483647``, ``> 0``, ``>= 0 and < 1``."""
+        low = None if self.minimum is None else f"{'>' if self.above else '>='} {self.minimum:g}"
+        if self.maximum is None:
+            text = low or ""
+        elif self.below:
+            text = f"{low} and < {self.maximum:g}" if low else f"< {self.maximum:g}"
+        elif low and not self.above:
+            text = f"from {self.minimum:g} to {_exact(self.maximum)}"
+        else:
+            text = f"{low} and <= {_exact(self.maximum)}" if low else f"<= {_exact(self.maximum)}"
+        return f"{text} ({self.note})" if self.note else text
 
 
-# What each numeric field allows: (test, requirement). Config.validate holds presets, --config files and
-# saved runs to it; the command line holds option values to it while parsing (sasrec.argtypes.config_value).
-LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
-    "maxlen": (lambda v: v >= 1, ">= 1"),
-    "hidden": (lambda v: v >= 1, ">= 1"),
-    "num_blocks": (lambda v: v >= 0, ">= 0"),
-    "num_heads": (lambda v: v >= 1, ">= 1"),
-    "dropout": (_dropout_ok, f">= 0 and at most {MAX_DROPOUT:.6f} (dropout masks work in steps of 1/65536)"),
-    "lr": (lambda v: v > 0, "> 0"),
-    "adam_beta1": (lambda v: 0 <= v < 1, ">= 0 and < 1"),
-    "adam_beta2": (lambda v: 0 <= v < 1, ">= 0 and < 1"),
-    "batch_size": (lambda v: v >= 1, ">= 1"),
-    "epochs": (lambda v: v >= 1, ">= 1"),  # 0 would test an untrained model as if it were a result
-    "l2_emb": (lambda v: v >= 0, ">= 0"),
-    "negatives": (lambda v: v >= 0, ">= 0"),  # whether the loss needs >= 1: LOSS_SPECS
-    "eval_every": (lambda v: v >= 1, ">= 1"),
-    "patience": (lambda v: v >= 0, ">= 0 (0: never stop early)"),
-    "max_minutes": (lambda v: v >= 0, ">= 0 (0: no limit)"),
-    "eval_negatives": (lambda v: v >= 1, ">= 1"),
-    "seed": (lambda v: 0 <= v < 2**64, "from 0 to 2**64 - 1"),  # torch.manual_seed's range
-    "threads": (lambda v: v >= 0, ">= 0 (0: PyTorch's choice)"),
+def _exact(value: float) -> str:
+    """``value`` in full: a bound shown rounded would name a value on the wrong side of it."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+# What each numeric field allows. Config.validate holds presets, --config files and saved runs to it; the
+# command line holds option values to it while parsing (sasrec.argtypes.config_value), the Python API its
+# parameters (sasrec.api.Recommender).
+LIMITS: dict[str, Limit] = {
+    "maxlen": Limit(1, MAX_COUNT),
+    "hidden": Limit(1, MAX_COUNT),
+    "num_blocks": Limit(0, MAX_BLOCKS),
+    "num_heads": Limit(1, MAX_COUNT),
+    "dropout": Limit(0, MAX_DROPOUT, note="65535/65536: dropout masks work in steps of 1/65536"),
+    "lr": Limit(0, above=True),
+    "adam_beta1": Limit(0, 1, below=True),
+    "adam_beta2": Limit(0, 1, below=True),
+    "batch_size": Limit(1, MAX_COUNT),
+    "epochs": Limit(1, MAX_COUNT),  # 0 would test an untrained model as if it were a result
+    "l2_emb": Limit(0),
+    "negatives": Limit(0, MAX_COUNT),  # whether the loss needs >= 1: LOSS_SPECS
+    "eval_every": Limit(1, MAX_COUNT),
+    "patience": Limit(0, MAX_COUNT, note="0: never stop early"),
+    "max_minutes": Limit(0, note="0: no limit"),
+    "eval_negatives": Limit(1, MAX_COUNT),
+    "seed": Limit(0, 2**64 - 1),  # torch.manual_seed's range
+    "threads": Limit(0, MAX_THREADS, note="0: PyTorch's choice"),
 }
 
 
@@ -338,8 +378,8 @@ def field_problem(name: str, value: Any) -> str | None:
         return f"must be {kind}"
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
-    if name in LIMITS and value is not None and not LIMITS[name][0](value):
-        return f"must be {LIMITS[name][1]}"
+    if name in LIMITS and value is not None and not LIMITS[name].ok(value):
+        return f"must be {LIMITS[name].requirement}"
     return None
 
 
@@ -394,7 +434,30 @@ def resolve(overrides: dict[str, Any], config_file: str | Path | None = None) ->
     values = {**(registry.DATASETS[preset].hyperparameters if preset else {}), **given, "preset": preset}
     config = Config(**values)
     config.validate()
+    check_no_ignored_values(given, config)
     return config
+
+
+def check_no_ignored_values(given: Mapping[str, Any], config: Config) -> None:
+    """Raise ConfigError for a value in ``given`` (what the user set: command line, ``--config`` file, API)
+    that ``config``'s loss would ignore: a run must not look as if it used a setting it did not.
+
+    Loss options of another loss are refused by :func:`loss_settings` (``unknown option(s)``); this covers
+    ``negatives``, which every loss accepts but ``ce`` and in-batch ``sampled-ce`` never draw.
+    """
+    negatives = given.get("negatives")
+    if negatives is None or negatives == 0:
+        return
+    if config.loss == "ce":
+        raise ConfigError(
+            f"--negatives {negatives} does nothing with --loss ce, which draws no negatives (its softmax covers "
+            "the whole catalogue); leave --negatives out, or choose --loss bce, sampled-ce or gbce"
+        )
+    if config.loss == "sampled-ce" and config.loss_options.get("in_batch"):
+        raise ConfigError(
+            f"--negatives {negatives} does nothing with --loss-option in_batch=true, whose negatives are the "
+            "batch's other targets; leave --negatives out, or drop in_batch to sample negatives"
+        )
 
 
 def dataset_path(config: Config) -> Path | None:

@@ -4,17 +4,24 @@ A run samples negatives for training, ranks held-out items against sampled negat
 for the final test, and selects epochs by a metric. Each of these can be impossible on a given dataset (a
 user who has seen every item, a catalogue smaller than ``--eval-negatives``, ...), and would otherwise
 fail or hang hours later. :func:`check_run` checks them all against the split, in milliseconds, and raises
-one :class:`~sasrec.errors.ConfigError` naming the option to change (or the users to remove).
+one :class:`~sasrec.errors.ConfigError` naming the option to change (or the users to remove). It also
+refuses a model too large for the machine (:func:`check_memory`): a ``--hidden`` or ``--maxlen`` far beyond
+the memory would otherwise fail inside PyTorch with a traceback, or swap for hours.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
+import torch
 from torch import nn
 
 from sasrec.config import Config, split_metric
 from sasrec.data.dataset import Sequences, Split
 from sasrec.errors import ConfigError
+from sasrec.runs import pick_device
 from sasrec.sampling import ItemSets
 
 # Metrics that are the same for every model once K reaches the number of candidates (HR = Recall = 1,
@@ -34,6 +41,7 @@ def check_run(config: Config, split: Split, loss: nn.Module) -> None:
     check_training_negatives(split.train, loss, config.loss)
     check_eval_negatives(split, config.eval_negatives)
     check_metric(config, split.num_items)
+    check_memory(config, split, loss)
 
 
 def distinct_items(seqs: Sequences) -> np.ndarray:
@@ -133,3 +141,95 @@ def check_metric(config: Config, num_items: int) -> None:
             f"--metric {config.metric} is the same for every model: the catalogue has only {num_items} "
             f"items; choose K < {num_items}"
         )
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+GIB = 2**30
+FLOAT = 4  # bytes of a float32
+# A trained parameter holds four float32 values: the weight, its gradient and Adam's two moments.
+PER_PARAMETER = 4 * FLOAT
+
+
+@dataclass(frozen=True)
+class MemoryPart:
+    """What one part of a training step holds at least: ``nbytes``, ``what`` (for the message) and the
+    options that size it (Config field names, in the order a user would lower them)."""
+
+    nbytes: int
+    what: str
+    options: tuple[str, ...]
+
+
+def training_memory(config: Config, split: Split, loss: nn.Module) -> list[MemoryPart]:
+    """A lower bound of what one training step of ``config`` on ``split`` holds in memory, by part.
+
+    Counted: the parameters (with gradients and Adam's moments) and, per block, the attention probabilities
+    and four ``(B, T, hidden)`` activations kept for the backward pass, and the negatives' embeddings. ``B``
+    is the batch (at most the number of trained users, except under ``--batching random``), ``T`` the longest
+    training example (at most ``maxlen``). The real peak is higher (temporaries, the allocator's slack), so a
+    configuration refused on this bound cannot run.
+    """
+    h, blocks = config.hidden, config.num_blocks
+    trained = int((split.train.lengths >= 2).sum())
+    batch = config.batch_size if config.batching == "random" else min(config.batch_size, max(trained, 1))
+    length = min(config.maxlen, max(int(split.train.lengths.max(initial=2)) - 1, 1))
+    tables = 1 if config.tied_output else 2  # item embeddings: the input's, and a separate output's
+    n = loss.num_negatives
+    negatives = n * h * 2 + batch * length * n * 2 if loss.shared else batch * length * n * h * 2  # (+ gradient)
+    return [
+        MemoryPart(PER_PARAMETER * tables * (split.num_items + 1) * h, "the item embeddings", ("hidden",)),
+        MemoryPart(PER_PARAMETER * config.maxlen * h, "the position embeddings", ("maxlen", "hidden")),
+        # attention's in/out projections (4 h^2) and the feed-forward's two layers (2 h^2)
+        MemoryPart(PER_PARAMETER * blocks * 6 * h * h, "the blocks' weights", ("hidden", "num_blocks")),
+        MemoryPart(
+            FLOAT * blocks * 2 * batch * config.num_heads * length * length,  # probabilities and their gradient
+            "the attention probabilities",
+            ("maxlen", "batch_size", "num_blocks"),
+        ),
+        MemoryPart(FLOAT * blocks * 4 * batch * length * h, "the blocks' activations", ("batch_size", "hidden")),
+        MemoryPart(FLOAT * negatives, "the negatives' embeddings", ("negatives", "batch_size")),
+    ]
+
+
+def machine_memory(device: str) -> tuple[int, str] | None:
+    """Bytes of memory of the device ``device`` (Config.device) names and where the number comes from, or
+    None when unknown. CPU: ``MemTotal`` of ``/proc/meminfo`` (all of it: what other processes use changes)."""
+    where = pick_device(device)
+    if where.type == "cuda":
+        index = where.index if where.index is not None else torch.cuda.current_device()
+        properties = torch.cuda.get_device_properties(index)
+        return properties.total_memory, f"GPU {index} ({properties.name})"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024, "this machine (MemTotal in /proc/meminfo)"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(config: Config, split: Split, loss: nn.Module, available: tuple[int, str] | None = None) -> None:
+    """Refuse a configuration whose training step needs more memory than the device has.
+
+    ``available``: (bytes, what they are) to hold it to; default :func:`machine_memory` of ``config.device``
+    (no check where that is unknown).
+
+    Raises:
+        ConfigError: naming the total, the largest part, the device's memory and the options that size it.
+    """
+    available = available or machine_memory(config.device)
+    if available is None:
+        return
+    limit, where = available
+    parts = training_memory(config, split, loss)
+    total = sum(p.nbytes for p in parts)
+    if total <= limit:
+        return
+    largest = max(parts, key=lambda p: p.nbytes)
+    given = " ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in largest.options)
+    lower = " or ".join(f"--{name.replace('_', '-')}" for name in largest.options)
+    raise ConfigError(
+        f"{given}: training needs at least {total / GIB:.1f} GiB of memory ({largest.what}: "
+        f"{largest.nbytes / GIB:.1f} GiB), but {where} has {limit / GIB:.1f} GiB; lower {lower}"
+    )

@@ -172,7 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     raw_dir = parser.add_argument(
         "--raw-dir",
         metavar="DIR",
-        type=Path,
+        type=argtypes.path,
         default=Path("data/raw"),
         help="directory for the raw files (default: data/raw)",
     )
@@ -181,7 +181,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preprocess", action="store_true", help="then preprocess it with the paper's rules into --out"
     )
     out = parser.add_argument(
-        "--out", metavar="DIR", type=Path, default=Path("data"), help="--preprocess: output directory (default: data)"
+        "--out",
+        metavar="DIR",
+        type=argtypes.path,
+        default=Path("data"),
+        help="--preprocess: output directory (default: data)",
     )
     argtypes.add_former_spelling(parser, "--output", out)
     parser.add_argument("--base-url", type=argtypes.url, help="fetch the same file name from this mirror instead")

@@ -361,9 +361,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", choices=names, help=f"a public dataset ({', '.join(names)}): sets the raw format and output name"
     )
-    parser.add_argument("--input", type=Path, help="raw interaction file (.gz is read transparently)")
+    parser.add_argument("--input", type=argtypes.path, help="raw interaction file (.gz is read transparently)")
     out = parser.add_argument(
-        "--out", metavar="DIR", type=Path, default=Path("data"), help="output directory (default: data)"
+        "--out", metavar="DIR", type=argtypes.path, default=Path("data"), help="output directory (default: data)"
     )
     argtypes.add_former_spelling(parser, "--output", out)
     parser.add_argument(
@@ -399,7 +399,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw-dir",
         metavar="DIR",
-        type=Path,
+        type=argtypes.path,
         default=Path("data/raw"),
         help="where --download puts raw files, and where they are looked for (data/raw)",
     )
@@ -417,6 +417,12 @@ def _reader_options(args: argparse.Namespace, fmt: str) -> dict:
         return {}
     if args.user_col is None or args.item_col is None:
         raise ConfigError("--format csv needs --user-col and --item-col (and usually --time-col)")
+    named: dict[str | int, str] = {}  # column (a header name; without a header, its index) -> option
+    for option, col in given.items():
+        key = int(col) if args.no_header and col.strip().isdigit() else col
+        if key in named:
+            raise ConfigError(f"{named[key]} and {option} both name column {col!r}; each needs its own column")
+        named[key] = option
     delimiter = _DELIMITERS.get(args.delimiter, args.delimiter)
     if len(delimiter) != 1:
         raise ConfigError(f"--delimiter must be one character or one of {', '.join(_DELIMITERS)}")
