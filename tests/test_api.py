@@ -11,7 +11,7 @@ import pytest
 
 from sasrec import Recommender
 from sasrec.data.synthetic import make_synthetic
-from sasrec.errors import ConfigError
+from sasrec.errors import ConfigError, SASRecError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = {"epochs": 2, "hidden": 16, "maxlen": 20, "quiet": True, "eval_negatives": 20}
@@ -86,3 +86,161 @@ def test_bad_input_fails_fast(tmp_path: Path) -> None:
         Recommender(**SMALL).fit(bad, time_col="timestamp", run_dir=tmp_path / "y")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
     assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------------- inputs of fit()
+
+
+class Trained(Exception):
+    """Raised by the stand-in for the training loop: the tests below need only what fit() trains on."""
+
+
+@pytest.fixture
+def trained_on(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """fit() stops where training would start; each call records the dataset and id maps it wrote."""
+    import sasrec.train
+
+    seen: list[dict[str, str]] = []
+
+    def stand_in(config):
+        data = Path(config.dataset)
+        seen.append({p.name.removeprefix("data."): p.read_text() for p in data.parent.iterdir()})
+        raise Trained
+
+    monkeypatch.setattr(sasrec.train, "train", stand_in)
+    return seen
+
+
+def written(rec_kwargs: dict, data, seen: list, tmp_path: Path, **fit_kwargs) -> dict[str, str]:
+    with pytest.raises(Trained):
+        Recommender(min_count=1, **rec_kwargs).fit(data, run_dir=tmp_path / f"fit{len(seen)}", **fit_kwargs)
+    return {k: v for k, v in seen[-1].items() if k != "stats.json"}
+
+
+def small_log() -> dict[str, list]:
+    """6 users x 5 items with integer ids and times in 2023, rows shuffled (so that fit must sort by time)."""
+    rng = np.random.default_rng(4)
+    rows = [(u, int(rng.integers(1, 12)), 1_700_000_000 + 3600 * t + u) for u in range(6) for t in range(5)]
+    rows = [rows[j] for j in rng.permutation(len(rows))]
+    users, items, times = (list(c) for c in zip(*rows, strict=True))
+    return {"user_id": users, "item_id": items, "ts": times}
+
+
+def frame(kind: str, columns: dict[str, list]):
+    if kind == "dict":
+        return {k: np.asarray(v) for k, v in columns.items()}
+    return pytest.importorskip(kind).DataFrame(columns)
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "dict"])
+def test_date_times_and_numeric_strings_order_rows_as_numbers_do(kind, trained_on, tmp_path: Path) -> None:
+    log = small_log()
+    reference = written({}, frame(kind, log), trained_on, tmp_path, time_col="ts")
+    seconds = np.asarray(log["ts"])
+    variants = {
+        "datetime64": seconds.astype("datetime64[s]").astype("datetime64[ns]"),
+        "ISO strings": [str(np.datetime64(int(t), "s")) + "Z" for t in seconds],
+        "numeric strings": [str(t) for t in seconds],
+    }
+    for name, times in variants.items():
+        got = written({}, frame(kind, {**log, "ts": times}), trained_on, tmp_path, time_col="ts")
+        assert got == reference, name
+    assert reference["txt"] != written({}, frame(kind, log), trained_on, tmp_path)["txt"]  # the times matter
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "dict"])
+def test_integral_float_ids_are_the_integer_ids(kind, trained_on, tmp_path: Path) -> None:
+    """A merge that brings NaN into an integer column makes it float: 3.0 must be item "3", not "3.0"."""
+    log = small_log()
+    reference = written({}, frame(kind, log), trained_on, tmp_path, time_col="ts")
+    floats = {**log, "item_id": [float(i) for i in log["item_id"]], "user_id": [float(u) for u in log["user_id"]]}
+    assert written({}, frame(kind, floats), trained_on, tmp_path, time_col="ts") == reference
+    assert "\t3\n" in reference["item_map.tsv"] and ".0" not in reference["item_map.tsv"]
+
+
+@pytest.mark.parametrize("kind", ["pandas", "polars", "dict"])
+@pytest.mark.parametrize(
+    "column, row, value, message",
+    [
+        ("user_id", 4, None, "missing id ("),  # None, or NaN where pandas holds strings
+        ("item_id", 7, float("nan"), "missing id (nan)"),
+        ("user_id", 2, "", "missing id ('')"),
+        ("item_id", 9, 3.5, "3.5 is not an integral number"),
+        ("ts", 5, None, "missing timestamp"),
+        ("ts", 6, "yesterday", "'yesterday' is not a number or an ISO-8601 date/time"),
+        ("ts", 3, "2023-11-14T22:13:20Z", "a date/time ('2023-11-14T22:13:20Z') in a column whose row 0 is a number"),
+    ],
+)
+def test_a_bad_cell_is_refused_naming_its_column_and_row(
+    kind, column, row, value, message, trained_on, tmp_path: Path
+) -> None:
+    log = small_log()
+    if isinstance(value, float):  # a float column, as a merge leaves an integer one
+        log[column] = [float(v) for v in log[column]]
+    elif column != "ts" or isinstance(value, str):  # a string column (of numeric strings for the times)
+        log[column] = [str(v) for v in log[column]]
+    log[column][row] = value
+    with pytest.raises(ConfigError) as raised:
+        Recommender(min_count=1).fit(frame(kind, log), time_col="ts", run_dir=tmp_path / "run")
+    assert str(raised.value).startswith(f"column {column!r}, row {row} (counting from 0): ")
+    assert message in str(raised.value)
+    assert not trained_on and os.listdir(tmp_path) == []
+
+
+def test_a_missing_date_time_names_its_row(trained_on, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(small_log())
+    df["ts"] = pd.to_datetime(df["ts"], unit="s")
+    df.loc[5, "ts"] = pd.NaT
+    with pytest.raises(ConfigError, match=r"column 'ts', row 5 \(counting from 0\): missing timestamp \(NaT\)"):
+        Recommender(min_count=1).fit(df, time_col="ts", run_dir=tmp_path / "run")
+
+
+def test_columns_must_differ_and_parameters_hold_the_command_lines_limits(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="user_col and item_col both name column 'user_id'"):
+        Recommender().fit(small_log(), item_col="user_id")
+    with pytest.raises(ConfigError, match="item_col and time_col both name column 'ts'"):
+        Recommender().fit(small_log(), item_col="ts", time_col="ts")
+    for bad in (-1, 1.5, True, "5"):
+        with pytest.raises(ConfigError, match="min_count must be an integer >= 0"):
+            Recommender(min_count=bad)
+    with pytest.raises(ConfigError, match="threads must be from 0 to 1024"):
+        Recommender(threads=100000)
+    with pytest.raises(ConfigError, match="does nothing with --loss ce"):
+        Recommender(loss="ce", negatives=5)
+
+
+def test_fit_without_run_dir_leaves_no_temporary_directory_and_save_errors_name_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def runs() -> list[str]:  # (PyTorch may keep its own caches there too)
+        return sorted(p.name for p in tmp_path.glob("sasrec-*"))
+
+    log = interactions(120, 100)
+    with pytest.raises(ConfigError, match="--eval-negatives"):  # refused on this data, after preprocessing
+        Recommender(**{**SMALL, "eval_negatives": 500}).fit(log, time_col="timestamp")
+    assert runs() == []
+    rec = Recommender(**SMALL).fit(log, time_col="timestamp")
+    assert len(runs()) == 1 and rec.run_dir.parent.name == runs()[0]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    target = locked / "model" if not os.access(locked, os.W_OK) else Path("/sys/model")  # root: sysfs refuses
+    try:
+        with pytest.raises(SASRecError) as raised:
+            rec.save(target)
+    finally:
+        locked.chmod(0o755)
+    assert str(raised.value).startswith(f"save() {target}: cannot write in {target.parent}") and not target.exists()
+    with pytest.raises(SASRecError, match="already exists"):
+        rec.save(locked)
+    saved = rec.save(tmp_path / "kept")
+    del rec, raised  # (the error's traceback holds the Recommender too)
+    gc.collect()
+    assert runs() == [] and saved.is_dir()  # the temporary run went with its Recommender; the copy stays
+    assert len(Recommender.load(saved, output="dict").recommend_users(["user-1"], k=3)["item"]) == 3

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -60,6 +62,11 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (PREPROCESS, ["--delimiter", "::"], "--delimiter"),
     (PREPROCESS, ["--min-count", "-1"], "--min-count"),
     (PREPROCESS, ["--min-count", "x"], "--min-count"),
+    (PREPROCESS, ["--input", ""], "--input"),  # Path("") is the current directory
+    (PREPROCESS, ["--out", ""], "--out"),
+    (PREPROCESS, ["--item-col", "session"], "--user-col and --item-col both name column 'session'"),
+    (PREPROCESS, ["--time-col", "product"], "--item-col and --time-col both name column 'product'"),
+    (PREPROCESS_DOWNLOAD, ["--raw-dir", ""], "--raw-dir"),
     (PREPROCESS_DOWNLOAD, ["--raw-dir", "{FILE}"], "--raw-dir"),
     (PREPROCESS_DOWNLOAD, ["--raw-dir", "{RO}/raw"], "--raw-dir"),
     (DOWNLOAD[:1], ["nope"], "NAME"),
@@ -71,12 +78,31 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (DOWNLOAD, ["--base-url", "mirror.example.org/files"], "--base-url"),
     (DOWNLOAD, ["--timeout", "0"], "--timeout"),
     (DOWNLOAD, ["--timeout", "nan"], "--timeout"),
+    (DOWNLOAD, ["--raw-dir", ""], "--raw-dir"),
+    (DOWNLOAD, ["--out", ""], "--out"),
     (TRAIN, ["--dataset", "{MISSING}"], "--dataset"),
     (TRAIN, ["--dataset", "{DIR}"], "--dataset"),
     (TRAIN, ["--data-dir", "{FILE}"], "--data-dir"),
     (TRAIN, ["--preset", "nope"], "--preset"),
     (TRAIN, ["--config", "{MISSING}"], "--config"),
     (TRAIN, ["--maxlen", "0"], "--maxlen"),
+    (TRAIN, ["--maxlen", "99999999999999999999"], "--maxlen"),  # beyond int32
+    (TRAIN, ["--maxlen", "2000000000"], "--maxlen"),  # the position embeddings alone: 1490 GiB
+    (TRAIN, ["--hidden", "65536"], "--hidden"),  # the blocks' weights: 768 GiB
+    (TRAIN, ["--num-blocks", "100000"], "--num-blocks"),
+    (TRAIN, ["--dropout", "0.99999"], "--dropout"),  # above 65535/65536, although it rounds to it
+    (TRAIN, ["--batch-size", "99999999999999999999"], "--batch-size"),
+    (TRAIN, ["--negatives", "99999999999999999999"], "--negatives"),
+    (TRAIN, ["--negatives", "100000000"], "--negatives"),  # drawn per position: their embeddings need TiBs
+    (TRAIN, ["--loss", "ce", "--negatives", "5"], "--negatives 5 does nothing with --loss ce"),
+    (TRAIN, ["--loss", "sampled-ce", "--loss-option", "in_batch=true", "--negatives", "5"], "--negatives 5 does"),
+    (TRAIN, ["--loss", "bce", "--loss-option", "t=0.5"], "unknown option(s) t"),  # gbce's option
+    (TRAIN, ["--eval-negatives", "99999999999999999999"], "--eval-negatives"),
+    (TRAIN, ["--epochs", "99999999999999999999"], "--epochs"),
+    (TRAIN, ["--threads", "100000"], "--threads"),
+    (TRAIN, ["--out", ""], "--out"),
+    (TRAIN, ["--data-dir", ""], "--data-dir"),
+    (["train"], ["--resume", ""], "--resume"),
     (TRAIN, ["--hidden", "0"], "--hidden"),
     (TRAIN, ["--num-blocks", "-1"], "--num-blocks"),
     (TRAIN, ["--num-heads", "0"], "--num-heads"),
@@ -136,6 +162,10 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (EVALUATE, ["--out", "{MISSING}/eval.json"], "--out"),
     (EVALUATE, ["--out", "{RO}/eval.json"], "--out"),
     (EVALUATE, ["--json", "{FILE}"], "--json"),  # --json FILE, the former spelling of --out FILE
+    (EVALUATE, ["--run", ""], "--run"),
+    (EVALUATE, ["--out", ""], "--out"),
+    (EVALUATE, ["--json", ""], "--json"),
+    (EVALUATE, ["--data-dir", ""], "--data-dir"),
     (RECOMMEND, ["--run", "{MISSING}"], "missing is not a run directory"),
     (RECOMMEND, ["--checkpoint", "nope"], "--checkpoint"),
     (RECOMMEND, ["--data-dir", "{FILE}"], "--data-dir"),
@@ -145,6 +175,8 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (RECOMMEND[:3], ["--item", "bogus"], "'bogus'"),  # known only to the run's id map
     (RECOMMEND[:3], ["--history-file", "{MISSING}"], "--history-file"),
     (RECOMMEND, ["--k", "0"], "--k"),
+    (RECOMMEND, ["--run", ""], "--run"),
+    (RECOMMEND[:3], ["--history-file", ""], "--history-file"),
     (SERVE, ["--run", "{MISSING}"], "missing is not a run directory"),
     (SERVE, ["--checkpoint", "nope"], "--checkpoint"),
     (SERVE, ["--data-dir", "{FILE}"], "--data-dir"),
@@ -155,6 +187,7 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (SERVE, ["--max-batch", "0"], "--max-batch"),
     (SERVE, ["--max-body-bytes", "0"], "--max-body-bytes"),
     (SERVE, ["--log-level", "loud"], "--log-level"),
+    (SERVE, ["--host", ""], "--host"),  # uvicorn would listen on every interface
     (EXPORT, ["--run", "{MISSING}"], "missing is not a run directory"),
     (EXPORT, ["--checkpoint", "nope"], "--checkpoint"),
     (EXPORT, ["--format", "tflite"], "--format"),
@@ -163,6 +196,7 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (EXPORT, ["--out", "{RO}/model.onnx"], "--out"),
     (EXPORT, ["--opset", "5"], "--opset"),
     (EXPORT, ["--opset", "99"], "--opset"),
+    (EXPORT, ["--out", ""], "--out"),
 ]
 
 
@@ -283,7 +317,54 @@ def test_the_table_covers_every_option_of_every_subcommand() -> None:
 
 def test_exact_message_for_epochs(capsys) -> None:
     assert main(["train", "--epochs", "0"]) == 2
-    assert capsys.readouterr().err == "error: --epochs: must be >= 1, got 0\n"
+    assert capsys.readouterr().err == "error: --epochs: must be from 1 to 2147483647, got 0\n"
+
+
+@pytest.mark.parametrize(
+    "bad, line",
+    [
+        (["--threads", "100000"], "--threads: must be from 0 to 1024 (0: PyTorch's choice), got 100000"),
+        (["--num-blocks", "100000"], "--num-blocks: must be from 0 to 256, got 100000"),
+        (["--maxlen", "1" + "0" * 19], "--maxlen: must be from 1 to 2147483647, got 10000000000000000000"),
+        (
+            ["--dropout", "0.99999"],
+            "--dropout: must be from 0 to 0.9999847412109375 (65535/65536: dropout masks work in steps of 1/65536), "
+            "got 0.99999",
+        ),
+    ],
+)
+def test_a_bound_is_stated_with_the_value(bad, line, capsys) -> None:
+    assert main(["train", *bad]) == 2
+    assert capsys.readouterr().err == f"error: {line}\n"
+
+
+def test_every_count_has_an_upper_bound_shared_by_the_command_line_and_the_api() -> None:
+    """The limits of sasrec.config.LIMITS hold for options and for Recommender's parameters alike: the
+    largest value is accepted, the next one refused by both."""
+    from sasrec import Recommender
+    from sasrec.config import LIMITS, field_type
+
+    for name, limit in LIMITS.items():
+        integer = field_type(name) is int
+        assert limit.maximum is not None or not integer, f"{name}: no upper bound"
+        if limit.maximum is None:
+            continue
+        largest = limit.maximum if not limit.below else math.nextafter(limit.maximum, 0)
+        beyond = limit.maximum + 1 if integer else math.nextafter(limit.maximum, math.inf)
+        option = "--" + name.replace("_", "-")
+        parse = cli.build_parser(only="train").parse_args
+        assert getattr(parse([option, repr(largest)]), name) == largest
+        with pytest.raises(ConfigError, match=option):
+            parse([option, repr(beyond)])
+        with pytest.raises(ConfigError, match=f"{name} must be {re.escape(limit.requirement)}, got {beyond!r}"):
+            Recommender(**{name: beyond})
+
+
+def test_the_dropout_bound_is_the_stated_one() -> None:
+    resolve({"dropout": MAX_DROPOUT})
+    for above in (math.nextafter(MAX_DROPOUT, 1), 0.99999, 0.999985):
+        with pytest.raises(ConfigError, match=re.escape(repr(MAX_DROPOUT))):
+            resolve({"dropout": above})
 
 
 def test_console_entry_point_prints_one_line() -> None:
@@ -297,7 +378,7 @@ def test_console_entry_point_prints_one_line() -> None:
         timeout=120,
     )
     assert done.returncode == 2
-    assert done.stderr == "error: --epochs: must be >= 1, got 0\n"
+    assert done.stderr == "error: --epochs: must be from 1 to 2147483647, got 0\n"
 
 
 def test_choices_match_the_library() -> None:
@@ -325,8 +406,10 @@ def test_largest_accepted_dropout_works_and_the_next_is_refused() -> None:
     [
         ("maxlen = '50'", "maxlen must be an integer, got '50'"),
         ("lr = true", "lr must be a number, got True"),
-        ("epochs = 0", "epochs must be >= 1"),
-        ("seed = -1", "seed must be from 0 to 2**64 - 1"),
+        ("epochs = 0", "epochs must be from 1 to 2147483647"),
+        ("threads = 2000", "threads must be from 0 to 1024"),
+        ("loss = 'ce'\nnegatives = 3", "--negatives 3 does nothing with --loss ce"),
+        ("seed = -1", "seed must be from 0 to 18446744073709551615"),
         ("negatives = 1.5", "negatives must be an integer"),
         ("batching = 'sorted'", "batching must be one of random, shuffle, bucket"),
         ("loss = 'bpr'", "unknown loss 'bpr'"),

@@ -246,3 +246,42 @@ def test_diverged_epoch_keeps_the_last_good_one(
     monkeypatch.undo()
     assert main(["train", "--resume", str(run), "--quiet"]) == 0  # the kept epoch resumes
     assert (run / "results.json").exists()
+
+
+# ------------------------------------------------------------------------------------ memory
+
+
+def test_training_memory_counts_each_part_by_hand() -> None:
+    from sasrec.data.dataset import split_leave_one_out
+    from sasrec.losses import make_loss
+    from sasrec.preflight import training_memory
+
+    # 3 users of 7, 5 and 4 items over 9 items: training parts of 5, 3, 2 items, so the longest training
+    # example is 4 positions and all 3 users train.
+    split = split_leave_one_out(Sequences.from_lists([[1, 2, 3, 4, 5, 6, 7], [2, 3, 4, 5, 6], [7, 8, 9, 1]], 9))
+    config = resolve({"hidden": 8, "maxlen": 10, "num_blocks": 2, "num_heads": 2, "batch_size": 64, "negatives": 3})
+    parts = {p.what: p.nbytes for p in training_memory(config, split, make_loss("bce", 3))}
+    assert parts == {
+        "the item embeddings": 16 * 10 * 8,  # (9 + padding) x hidden, each with gradient and two Adam moments
+        "the position embeddings": 16 * 10 * 8,  # maxlen x hidden
+        "the blocks' weights": 16 * 2 * 6 * 8 * 8,
+        "the attention probabilities": 4 * 2 * 2 * 3 * 2 * 4 * 4,  # blocks x (value, gradient) x B x heads x T^2
+        "the blocks' activations": 4 * 2 * 4 * 3 * 4 * 8,  # blocks x 4 x B x T x hidden
+        "the negatives' embeddings": 4 * 3 * 4 * 3 * 8 * 2,  # B x T x negatives x hidden (+ gradient)
+    }
+    shared = {p.what: p.nbytes for p in training_memory(config, split, make_loss("bce", 3, shared=True))}
+    assert shared["the negatives' embeddings"] == 4 * (3 * 8 * 2 + 3 * 4 * 3 * 2)  # one set, and B x T x N logits
+
+
+def test_a_model_larger_than_the_memory_is_refused_naming_the_option(data_file: Path) -> None:
+    from sasrec.data.dataset import split_leave_one_out
+    from sasrec.losses import make_loss
+    from sasrec.preflight import GIB, check_memory
+
+    split = split_leave_one_out(read_sasrec_file(data_file))
+    config = resolve({"maxlen": 50, "batch_size": 128, "num_heads": 1, "negatives": 100})
+    check_memory(config, split, make_loss("bce", 100), available=(GIB, "the test's budget"))  # fits in 1 GiB
+    with pytest.raises(ConfigError) as raised:
+        check_memory(config, split, make_loss("bce", 100), available=(GIB // 1000, "the test's budget"))
+    assert str(raised.value).startswith("--negatives 100 --batch-size 128: training needs at least 0.")
+    assert str(raised.value).endswith("but the test's budget has 0.0 GiB; lower --negatives or --batch-size")
