@@ -24,7 +24,7 @@ from sasrec.argtypes import (
     config_value,
     spelled,
 )
-from sasrec.config import BATCHINGS, LOSS_NAMES, loss_help
+from sasrec.config import BATCHINGS, LOSS_NAMES, PRECISIONS, loss_help
 from sasrec.data.registry import NAMES
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.metrics import DEFAULT_KS
@@ -135,6 +135,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=config_value("seed"), help="random seed (default 42)")
     p.add_argument("--device", type=argtypes.device, help="cpu, cuda[:N] or auto (default cpu)")
     p.add_argument("--threads", type=config_value("threads"), help="torch CPU threads (default 0: PyTorch's choice)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="matrix products of training in float32 (fp32, default) or bfloat16 (bf16); auto: bf16 where the "
+        "CPU or GPU computes it natively. Evaluation always ranks in float32",
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/NAME-LOSS-seedS-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
     _bool_flag(p, "quiet", "no progress bars or per-epoch lines")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sasrec import distributed
+from sasrec import distributed, precision
 from sasrec.config import Config, split_metric
 from sasrec.data.dataset import Sequences, Split, split_leave_one_out
 from sasrec.distributed import DistInfo
@@ -64,6 +64,7 @@ class Trainer:
         check_run(config, self.split, self.loss_fn)
         self.device = self.dist.device if self.dist.enabled else pick_device(config.device)
         self.model = build_model(config, data.num_items).to(self.device)
+        self.precision = precision.resolve(config.precision, self.device)  # "fp32" or "bf16"
         self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
@@ -125,9 +126,10 @@ class Trainer:
             pos = torch.from_numpy(batch.pos).to(self.device)
             neg = torch.from_numpy(batch.neg).to(self.device)
             real = pos > 0
-            hidden = self.net(seq)[real]  # (P, d): only real positions enter the loss
-            neg = neg[real] if neg.dim() == 3 else neg  # (P, N) per position, or (N,) shared by the batch
-            loss = self.loss_fn(hidden, pos[real], neg, self.model.output_weight) * share
+            with precision.autocast(self.precision, self.device):
+                hidden = self.net(seq)[real]  # (P, d): only real positions enter the loss
+                neg = neg[real] if neg.dim() == 3 else neg  # (P, N) per position, or (N,) shared by the batch
+                loss = self.loss_fn(hidden, pos[real], neg, self.model.output_weight).float() * share
             if self.config.l2_emb:  # tf l2_regularizer on the input item embedding, as the reference
                 loss = loss + self.config.l2_emb * 0.5 * fixed_order_sum(self.model.item_emb.weight.pow(2))
             self.optimizer.zero_grad(set_to_none=True)
@@ -246,7 +248,11 @@ class Trainer:
         if (self.run / "best.safetensors").exists():
             self.run.load_checkpoint("best", self.model)
         scorer = ModelScorer(self.model, self.device)
-        results = {"best_epoch": self.best["epoch"], f"valid_{self.config.metric}": float(self.best["value"])}
+        results = {
+            "best_epoch": self.best["epoch"],
+            f"valid_{self.config.metric}": float(self.best["value"]),
+            "precision": self.precision,
+        }
         for protocol, evaluator in self.testers.items():
             results[protocol] = distributed.evaluate(
                 evaluator, scorer, self.dist, progress=False if self.quiet else None
