@@ -56,7 +56,11 @@ class Scorer(Protocol):
 
 
 class ModelScorer:
-    """Scores from a :class:`sasrec.model.SASRec`: the last hidden state dotted with item embeddings."""
+    """Scores from a :class:`sasrec.model.SASRec`: the last hidden state dotted with item embeddings.
+
+    Always in the model's own dtype (float32), even inside a bfloat16 autocast region: ranks must not depend
+    on the training precision (see :mod:`sasrec.precision`).
+    """
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu"):
         self.model = model
@@ -68,11 +72,13 @@ class ModelScorer:
         self.model.eval()
         n = np.minimum(histories.lengths[users], self.model.maxlen)
         seq = torch.from_numpy(gather_windows(histories, users, n)).to(self.device)
-        return self.model.last_hidden(seq)
+        with torch.autocast(self.device.type, enabled=False):
+            return self.model.last_hidden(seq)
 
     @torch.no_grad()
     def score(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.model.score(state, items.to(self.device)).float().cpu()
+        with torch.autocast(self.device.type, enabled=False):
+            return self.model.score(state, items.to(self.device)).float().cpu()
 
 
 @dataclass
