@@ -12,6 +12,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP = {".git", ".venv", ".pytest_cache", ".ruff_cache", "__pycache__"}
+# Made once per machine and reused by every later process, so they do not pile up: pytest's tmp_path root,
+# onnxruntime's session-id file and torch's compile cache.
+REUSED = ("pytest-of-", ".ses", "torchinductor_")
 _TEMP_ROOT: list[Path] = []  # the session's private temporary folder (see pytest_configure)
 
 
@@ -50,8 +53,9 @@ def leaves_checkout_clean() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def leaves_temp_clean() -> Iterator[None]:
-    """Nothing but pytest's own tmp_path folders is left in the temporary folder after the suite."""
+    """Nothing is left in the temporary folder after the suite but pytest's tmp_path folders and caches that
+    are made once and reused (:data:`REUSED`): a run of the suite leaves /tmp as it found it."""
     root = Path(tempfile.gettempdir())
     yield
-    left = sorted(p.name for p in root.iterdir() if not p.name.startswith("pytest-of-"))
+    left = sorted(p.name for p in root.iterdir() if not p.name.startswith(REUSED))
     assert not left, f"the tests (or the code they ran) left temporary files behind: {left[:10]}"

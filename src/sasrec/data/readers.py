@@ -432,6 +432,11 @@ def _csv_fields(text: str, delimiter: str) -> list[str]:
     try:
         return next(csv.reader([text], delimiter=delimiter, strict=True))
     except csv.Error as exc:
+        if text.count('"') % 2:  # an unclosed quote: the field goes on on the next line
+            raise BadLine(
+                "a quoted field is not closed on this line; line breaks inside a field are not supported: "
+                "remove them from the file's fields (or check for a stray '\"')"
+            ) from None
         raise BadLine(f"malformed CSV ({exc})") from None
 
 
