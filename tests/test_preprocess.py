@@ -25,7 +25,6 @@ from sasrec.data.preprocess import keep_mask, preprocess_file, preprocess_rows
 from sasrec.data.readers import read_rows
 from sasrec.errors import ConfigError, DataError, SASRecError
 
-
 CSV_OPTIONS = {"user_col": "user", "item_col": "item", "time_col": "time"}
 
 
@@ -117,7 +116,9 @@ def test_amazon_json_fractional_time_keeps_all_digits(tmp_path):
         for a, t in (("late", "1700000000.123456789"), ("early", "1700000000.123456788"))
     ]
     # Written as JSON numbers, not strings: a float parse of them would merge the two.
-    raw.write_text("".join(json.dumps(r).replace(f'"{r["unixReviewTime"]}"', r["unixReviewTime"]) + "\n" for r in lines))
+    raw.write_text(
+        "".join(json.dumps(r).replace(f'"{r["unixReviewTime"]}"', r["unixReviewTime"]) + "\n" for r in lines)
+    )
     times = [t for _u, _i, t, _n in read_rows("amazon-json", raw)]
     assert times == [Decimal("1700000000.123456789"), Decimal("1700000000.123456788")]
     assert decoded(preprocess_rows(read_rows("amazon-json", raw), min_count=1)) == [["early", "late"]]

@@ -48,8 +48,7 @@ def _check_weights(path: Path, model: torch.nn.Module, weights: dict[str, torch.
     problems = [
         f"it has no tensor {name} (shape {tuple(t.shape)})"
         if name not in weights
-        else f"tensor {name} has shape {tuple(weights[name].shape)} where the model of config.json has "
-        f"{tuple(t.shape)}"
+        else f"tensor {name} has shape {tuple(weights[name].shape)} where the model of config.json has {tuple(t.shape)}"
         for name, t in expected.items()
         if name not in weights or weights[name].shape != t.shape
     ]

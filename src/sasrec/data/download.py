@@ -3,8 +3,8 @@
 Downloads stream to a temporary file next to the target, are checked against a pinned sha256 where one
 is known, and are then moved into place atomically, so an interrupted download never leaves a partial file
 under the final name. A download that fails leaves nothing it created behind: no partial file, no archive
-that could not be extracted, no (empty) folder it made. Without network access the download fails after ``timeout`` seconds with a message
-saying which URL failed and where to put the file by hand.
+that could not be extracted, no (empty) folder it made. Without network access the download fails after
+``timeout`` seconds with a message saying which URL failed and where to put the file by hand.
 
 What is fetched for each dataset, and its checksum, is in :mod:`sasrec.data.registry`.
 """

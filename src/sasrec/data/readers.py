@@ -3,8 +3,9 @@
 Every reader takes a path and returns an iterator of rows ``(user, item, timestamp, line_number)``:
 ``user`` and ``item`` are the original ids as strings, ``timestamp`` is an int (whole seconds, or a
 position) or a :class:`~decimal.Decimal` (with a fraction of a second, kept exact), used only for ordering,
-and ``line_number`` is the 1-based physical line of the file the row came from. Files are read line by line (gzip-compressed files transparently, recognised by their ``.gz`` name or their magic bytes),
-so a raw file is never held in memory. A UTF-8 byte-order mark at the start of a file is dropped.
+and ``line_number`` is the 1-based physical line of the file the row came from. Files are read line by
+line (gzip-compressed files transparently, recognised by their ``.gz`` name or their magic bytes), so a raw
+file is never held in memory. A UTF-8 byte-order mark at the start of a file is dropped.
 
 Numbers follow one strict grammar, not Python's: an integer id is ASCII digits only (``+3``, ``1_0`` or
 ``٣`` are bad lines; leading zeros do not make a different id). A timestamp is an integer (kept exact, so
