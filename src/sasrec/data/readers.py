@@ -70,11 +70,14 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _INT64 = 2**63
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_PLAIN_DECIMAL = re.compile(r"(-?[0-9]+)\.([0-9]*)")
 _ISO_START = re.compile(r"[0-9]{4}-?[0-9]{2}")  # YYYY-MM or YYYYMM: worth trying as an ISO-8601 date
 # Fractional seconds of an ISO-8601 time (hh:mm:ss.fff or hhmmss.fff); datetime keeps only 6 digits of them.
 _ISO_FRACTION = re.compile(r"(?<=[T ][0-9]{2}:[0-9]{2}:[0-9]{2})[.,]([0-9]+)|(?<=[T ][0-9]{6})[.,]([0-9]+)")
 FRACTION_DIGITS = 18
 """Digits after the point a timestamp may have: fractions are kept as integer units of 10**-18 s."""
+_ATTO_INT = 10**FRACTION_DIGITS
+_ATTO = Decimal(_ATTO_INT)
 _EXACT = decimal.Context(prec=80, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)  # exact for int64 seconds + 18 digits
 
 
@@ -239,8 +242,20 @@ def _timestamp(name: str, value: str) -> Timestamp:
     value = value.strip()
     if (value.isascii() and value.isdigit()) or _INTEGER.fullmatch(value):  # the common case tested first
         number: Timestamp = int(value)
-    elif _DECIMAL.fullmatch(value):
-        number = Decimal(value)  # exact: a float would merge values 1e-7 s apart at today's Unix times
+    elif plain := _PLAIN_DECIMAL.fullmatch(value):  # 1700000000.123: the usual fractional form, read fast
+        fraction = plain.group(2).rstrip("0")
+        if len(fraction) > FRACTION_DIGITS:
+            raise BadLine(_too_fine(name, value))
+        # exact: a float would merge values 1e-7 s apart at today's Unix times
+        number = Decimal(value) if fraction else int(plain.group(1))
+    elif _DECIMAL.fullmatch(value):  # with an exponent
+        number = Decimal(value)
+        _sign, digits, exponent = number.as_tuple()  # number = digits * 10**exponent, read without rounding
+        zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+        if exponent + zeros >= 0 or not any(digits):  # a whole number
+            number = int(number) if -_INT64 <= number < _INT64 else number
+        elif exponent + zeros < -FRACTION_DIGITS:
+            raise BadLine(_too_fine(name, value))
     elif _ISO_START.match(value):
         number = _iso_seconds(name, value)
     else:
@@ -252,17 +267,14 @@ def _timestamp(name: str, value: str) -> Timestamp:
         )
     if not -_INT64 <= number < _INT64:  # times are stored as int64 seconds (+ a fraction) for sorting
         raise BadLine(f"{name} {value[:40]!r} is out of range (beyond 64-bit integers)")
-    if isinstance(number, Decimal):
-        _sign, digits, exponent = number.as_tuple()  # value = digits * 10**exponent, read without rounding
-        places = len(digits) - len("".join(map(str, digits)).rstrip("0")) + exponent  # power of 10 it is a multiple of
-        if places >= 0 or not any(digits):
-            return int(number)
-        if places < -FRACTION_DIGITS:
-            raise BadLine(
-                f"{name} {value[:40]!r} has more than {FRACTION_DIGITS} digits after the point, finer than "
-                "the 1e-18 s kept exactly; round it"
-            )
     return number
+
+
+def _too_fine(name: str, value: str) -> str:
+    return (
+        f"{name} {value[:40]!r} has more than {FRACTION_DIGITS} digits after the point, finer than the "
+        "1e-18 s kept exactly; round it"
+    )
 
 
 def _iso_seconds(name: str, value: str) -> Timestamp:
@@ -277,9 +289,10 @@ def _iso_seconds(name: str, value: str) -> Timestamp:
                 f"{name} {value[:40]!r} has more than {FRACTION_DIGITS} digits of a second, finer than "
                 "the 1e-18 s kept exactly; round it"
             )
-        value = value[: fraction.start()] + value[fraction.end() :]
     try:
-        moment = _dt.datetime.fromisoformat(value)
+        moment = _dt.datetime.fromisoformat(
+            value if fraction is None else value[: fraction.start()] + value[fraction.end() :]
+        )
     except ValueError:
         raise BadLine(
             f"{name} {value[:40]!r} is not a valid ISO-8601 date/time (e.g. 2023-11-14 or 2023-11-14T22:13:20Z)"
@@ -299,9 +312,13 @@ def split_seconds(timestamp: int | float | Decimal | Fraction) -> tuple[int, int
     """
     if isinstance(timestamp, int):
         return timestamp, 0
-    exact = Fraction(timestamp)  # exact for float, Decimal and Fraction alike
-    units = math.floor(exact * 10**FRACTION_DIGITS)
-    return divmod(units, 10**FRACTION_DIGITS)
+    if isinstance(timestamp, Decimal):  # exact at 80 digits: int64 seconds and 18 more at most from a reader
+        exact = _EXACT.multiply(timestamp, _ATTO)
+        units = int(exact)  # rounds toward 0; floor below:
+        units -= units > exact
+    else:
+        units = math.floor(Fraction(timestamp) * _ATTO_INT)  # exact for float and Fraction
+    return divmod(units, _ATTO_INT)
 
 
 def _text_id(name: str, value: object) -> str:
