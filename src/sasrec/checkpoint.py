@@ -42,6 +42,25 @@ def save_checkpoint(
     write_file(path, lambda f: f.write(blob), mode="wb")
 
 
+def _check_weights(path: Path, model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Raise SASRecError naming the first tensor that ``weights`` lacks, has in excess or shapes otherwise
+    than ``model`` (torch's own message spreads this over many lines, after a header that says nothing)."""
+    expected = model.state_dict()
+    problems = [
+        f"it has no tensor {name} (shape {tuple(t.shape)})"
+        if name not in weights
+        else f"tensor {name} has shape {tuple(weights[name].shape)} where the model of config.json has {tuple(t.shape)}"
+        for name, t in expected.items()
+        if name not in weights or weights[name].shape != t.shape
+    ]
+    problems += [f"it has a tensor {name} the model does not" for name in sorted(set(weights) - set(expected))]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SASRecError(
+            f"checkpoint {path} does not match the run's config.json: {problems[0]}{more}; was one of them replaced?"
+        )
+
+
 def load_checkpoint(
     path: str | Path,
     model: torch.nn.Module | None = None,
@@ -72,7 +91,9 @@ def load_checkpoint(
         check_meta(meta)
     try:
         if model is not None:
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+            _check_weights(path, model, weights)
+            model.load_state_dict(weights)
         if optimizer is not None:
             state: dict[int, dict[str, torch.Tensor]] = {}
             for key, value in tensors.items():

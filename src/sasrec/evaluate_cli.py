@@ -101,18 +101,26 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     protocols = ("full", "sampled") if args.protocol == "both" else (args.protocol,)
     results = []
     for protocol in protocols:
-        evaluator = Evaluator(
-            split,
-            args.split,
-            protocol,
-            ks=tuple(args.k),
-            filter_seen=not args.include_seen,
-            num_negatives=args.eval_negatives,
-            negatives=args.negative_sampling,
-            max_users=args.max_users,
-            seed=args.seed,
-        )
-        results.append({"model": name, **evaluator.run(scorer).to_json()})
+        try:
+            evaluator = Evaluator(
+                split,
+                args.split,
+                protocol,
+                ks=tuple(args.k),
+                filter_seen=not args.include_seen,
+                num_negatives=args.eval_negatives,
+                negatives=args.negative_sampling,
+                max_users=args.max_users,
+                seed=args.seed,
+            )
+            result = evaluator.run(scorer)
+        except ConfigError as exc:
+            if protocol != "sampled":
+                raise
+            # The sampler cannot know which option set its count: name it as the user typed it.
+            option = spelled(args, "--eval-negatives")
+            raise ConfigError(f"{option} {args.eval_negatives}: {exc}") from None
+        results.append({"model": name, **result.to_json()})
     out = args.out or (Path(args.run) / f"eval_{args.split}.json" if args.run else None)
     if out:
         write_text(out, json.dumps(results if len(results) > 1 else results[0], indent=2))

@@ -291,8 +291,8 @@ class Trainer:
 def _format_record(record: dict[str, Any], metric: str) -> str:
     text = f"epoch {record['epoch']:4d}  loss {record['loss']:.4f}  {record['train_seconds']:.2f}s"
     if "valid" in record:
-        v = record["valid"]
-        text += f"  valid HR@10 {v.get('HR@10', float('nan')):.4f}  NDCG@10 {v.get('NDCG@10', float('nan')):.4f}"
+        v, k = record["valid"], split_metric(metric)[1]  # at the selection metric's K: what picks the best epoch
+        text += f"  valid HR@{k} {v.get(f'HR@{k}', float('nan')):.4f}  NDCG@{k} {v.get(f'NDCG@{k}', float('nan')):.4f}"
     return text
 
 
