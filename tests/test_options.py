@@ -100,6 +100,7 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (TRAIN, ["--eval-negatives", "99999999999999999999"], "--eval-negatives"),
     (TRAIN, ["--epochs", "99999999999999999999"], "--epochs"),
     (TRAIN, ["--threads", "100000"], "--threads"),
+    (TRAIN, ["--precision", "fp8"], "--precision"),
     (TRAIN, ["--out", ""], "--out"),
     (TRAIN, ["--data-dir", ""], "--data-dir"),
     (["train"], ["--resume", ""], "--resume"),
