@@ -34,7 +34,7 @@ from sasrec.checkpoint import load_checkpoint, save_checkpoint
 from sasrec.config import Config, config_from_dict, dataset_path
 from sasrec.data.dataset import Sequences, file_sha256, read_sasrec_file
 from sasrec.errors import ConfigError, SASRecError
-from sasrec.model import SASRec
+from sasrec.model import SASRec, TorchKernels
 
 CONFIG, FINGERPRINT, LOG, LAST, BEST, RESULTS, CURVE = (
     "config.json",
@@ -58,8 +58,12 @@ def load_dataset(config: Config) -> tuple[Sequences, str]:
     return read_sasrec_file(path), f"sha256:{file_sha256(path)}"
 
 
-def build_model(config: Config, num_items: int) -> SASRec:
-    """A freshly initialised :class:`SASRec` with the config's architecture over ``num_items`` items."""
+def build_model(config: Config, num_items: int, kernels: TorchKernels | None = None) -> SASRec:
+    """A freshly initialised :class:`SASRec` with the config's architecture over ``num_items`` items.
+
+    ``kernels``: the model's dropout and attention-with-dropout computation in training (see
+    :class:`sasrec.model.TorchKernels`; the default is the plain one).
+    """
     return SASRec(
         num_items,
         maxlen=config.maxlen,
@@ -69,6 +73,7 @@ def build_model(config: Config, num_items: int) -> SASRec:
         dropout=config.dropout,
         norm_first=config.norm_first,
         tied_output=config.tied_output,
+        kernels=kernels,
     )
 
 

@@ -22,6 +22,7 @@ from sasrec.data.dataset import Sequences, Split, split_leave_one_out
 from sasrec.distributed import DistInfo
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.evaluate import Evaluator, ModelScorer
+from sasrec.kernels import CPUKernels
 from sasrec.losses import fixed_order_sum, make_loss
 from sasrec.preflight import check_run
 from sasrec.runs import RunDir, build_model, default_run_dir, load_dataset, pick_device
@@ -63,11 +64,10 @@ class Trainer:
         self.loss_fn = make_loss(config.loss, config.negatives, **config.loss_options)
         check_run(config, self.split, self.loss_fn)
         self.device = self.dist.device if self.dist.enabled else pick_device(config.device)
-        self.model = build_model(config, data.num_items).to(self.device)
-        self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
-        self.model.set_dropout_generator(self.dropout_rng)
+        self.model = build_model(config, data.num_items, CPUKernels(self.dropout_rng)).to(self.device)
+        self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=config.lr,
