@@ -36,7 +36,9 @@ class Trainer:
     sampled protocol's negatives for validation and the final test, so a run that cannot finish fails here,
     before its first epoch, and writes nothing: ``run``'s directory need not exist yet.
 
-    ``dist``: this process's place in a torchrun job (default: a single process). Only its main rank writes.
+    ``dist``: this process's place in a torchrun job (default: a single process). Only its main rank writes
+    and prints: those calls go through ``self.out`` (the run directory) and ``self.say``, which do nothing on
+    the other ranks (:func:`sasrec.distributed.on_main`).
 
     Raises:
         ConfigError: a setting that cannot work on this dataset, naming the option (see :mod:`sasrec.preflight`).
@@ -53,6 +55,8 @@ class Trainer:
         self.config = config
         self.run = run
         self.dist = dist or DistInfo()
+        self.out = distributed.on_main(run, self.dist)
+        self.say = distributed.on_main(say, self.dist)
         self.quiet = config.quiet or not self.dist.is_main
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -172,25 +176,21 @@ class Trainer:
                 value = metrics[cfg.metric]
                 if value > self.best["value"]:
                     self.best = {"epoch": self.epoch, "value": value, "bad_evals": 0}
-                    if self.dist.is_main:
-                        meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
-                        self.run.save_best(self.model, meta)
+                    meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
+                    self.out.save_best(self.model, meta)
                 else:
                     self.best["bad_evals"] += 1
                     stop = cfg.patience > 0 and self.best["bad_evals"] >= cfg.patience
-            if self.dist.is_main:
-                self.run.append_log(record)  # log first: resume drops lines newer than the checkpoint
-                self._save_last()
+            self.out.append_log(record)  # log first: resume drops lines newer than the checkpoint
+            self._save_last()
             if not self.quiet:
                 print(_format_record(record, cfg.metric), flush=True)
             if stop:
-                if self.dist.is_main:
-                    print(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations", flush=True)
+                self.say(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations")
                 break
             over_budget = time.perf_counter() - started > 60 * cfg.max_minutes
             if cfg.max_minutes and distributed.any_rank(over_budget, self.dist):  # all ranks stop together
-                if self.dist.is_main:
-                    print(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}", flush=True)
+                self.say(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}")
                 break
         return self.best
 
@@ -214,7 +214,7 @@ class Trainer:
             "dropout_rng": self.dropout_rng.bit_generator.state,
             "num_items": self.split.num_items,
         }
-        self.run.save_last(self.model, meta, self.optimizer, {"torch_rng": torch.get_rng_state()})
+        self.out.save_last(self.model, meta, self.optimizer, {"torch_rng": torch.get_rng_state()})
 
     def resume(self) -> None:
         meta, extra = self.run.load_checkpoint("last", self.model, self.optimizer)
@@ -237,8 +237,7 @@ class Trainer:
         self.sampler.rng.bit_generator.state = meta["sampler_rng"]
         self.dropout_rng.bit_generator.state = meta["dropout_rng"]
         torch.set_rng_state(extra["torch_rng"])
-        if self.dist.is_main:
-            self.run.truncate_log(self.epoch)
+        self.out.truncate_log(self.epoch)
 
     def test(self) -> dict[str, Any]:
         """Evaluate the best checkpoint once on the test split, under both protocols."""
@@ -251,8 +250,7 @@ class Trainer:
             results[protocol] = distributed.evaluate(
                 evaluator, scorer, self.dist, progress=False if self.quiet else None
             ).to_json()
-        if self.dist.is_main:
-            self.run.write_results(results)
+        self.out.write_results(results)
         return results
 
 
@@ -327,40 +325,36 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
     else:
         # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
         run = RunDir(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
-        if info.is_main:
-            RunDir.check_new(run.path)
+        distributed.on_main(RunDir.check_new, info)(run.path)
     # Before the directory is made: a run that could not finish fails here, leaving nothing behind.
     trainer = Trainer(config, run, data, fingerprint, dist=info)
-    if resume is None and info.is_main:
-        RunDir.create(run.path)
-    if info.is_main:
-        run.lock()
+    out = trainer.out
+    if resume is None:
+        out.create(run.path)
+    out.lock()
     try:
         results = _run(trainer, resume is not None)
     except BaseException as exc:
-        if info.is_main:
-            if resume is None and not (run / "last.safetensors").exists():
-                run.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
-            elif isinstance(exc, KeyboardInterrupt):
-                print(f"\ninterrupted; continue with --resume {run.path}", flush=True)
+        if resume is None and not (run / "last.safetensors").exists():
+            out.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
+        elif isinstance(exc, KeyboardInterrupt):
+            trainer.say(f"\ninterrupted; continue with --resume {run.path}")
         raise
     finally:
         run.unlock()
-    if info.is_main:
-        print_results(results, config.metric)
+    distributed.on_main(print_results, info)(results, config.metric)
     return results
 
 
 def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
-    config, run, info = trainer.config, trainer.run, trainer.dist
+    config, run, info, out = trainer.config, trainer.run, trainer.dist, trainer.out
     if resuming:
         trainer.resume()
-        if info.is_main:
-            run.write_config(config)  # the settings a resume changed (--epochs ...) hold for later resumes
-            print(f"resuming {run.path} after epoch {trainer.epoch}", flush=True)
-    elif info.is_main:
-        run.write_config(config)
-        run.write_fingerprint(trainer.fingerprint)
+        out.write_config(config)  # the settings a resume changed (--epochs ...) hold for later resumes
+        trainer.say(f"resuming {run.path} after epoch {trainer.epoch}")
+    else:
+        out.write_config(config)
+        out.write_fingerprint(trainer.fingerprint)
     if not trainer.quiet:  # --quiet, or not rank 0
         s = trainer.split
         print(
@@ -370,9 +364,13 @@ def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
             flush=True,
         )
     trainer.fit()
-    if info.is_main:
-        run.plot()
+    out.plot()
     return trainer.test()
+
+
+def say(text: str) -> None:
+    """Print a line now (a log file may be watched while the run goes on)."""
+    print(text, flush=True)
 
 
 def print_results(results: dict[str, Any], metric: str) -> None:
