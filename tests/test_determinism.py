@@ -190,3 +190,14 @@ def test_fixed_order_sum_does_not_depend_on_thread_count() -> None:
     assert first.item() == pytest.approx(x.double().sum().item(), rel=1e-6)
     (grad,) = torch.autograd.grad(fixed_order_mean(x), x)
     assert torch.equal(grad, torch.full_like(x, 1 / x.numel()))
+
+
+@pytest.mark.parametrize("loss, negatives", [("bce", 1), ("ce", 0)])
+def test_bf16_training_steps_repeat_bit_for_bit(busy_cpu, tmp_path: Path, loss: str, negatives: int) -> None:
+    """``--precision bf16`` is as reproducible as float32: the same state again at 2 threads and at 1 thread."""
+    values = {"loss": loss, "negatives": negatives, "precision": "bf16"}
+    first = state_after_epoch({**values, "threads": 2}, tmp_path)
+    assert differing(first, state_after_epoch({**values, "threads": 2}, tmp_path)) == [], "again at 2 threads"
+    assert differing(first, state_after_epoch({**values, "threads": 1}, tmp_path)) == [], "at 1 thread"
+    fp32 = state_after_epoch({**values, "precision": "fp32", "threads": 2}, tmp_path)
+    assert differing(first, fp32), "bf16 must actually change the computation"

@@ -388,6 +388,7 @@ def test_torchrun_train_and_resume_match_a_single_process_run(tmp_path):
             f"--nproc_per_node={WORLD}",
             "--master_addr=127.0.0.1",
             f"--master_port={_free_port()}",
+            f"--log-dir={tmp_path / 'torchrun-logs'}",  # its default is a new /tmp/torchelastic_* every launch
             "-m",
             "sasrec",
             "train",

@@ -365,3 +365,38 @@ def test_evaluate_command_reports_repeats(tmp_path, capsys) -> None:
     saved = json.loads(out_json.read_text())
     assert (saved["held_out_in_history"], saved["held_out_in_history_share"]) == (2, 0.5)
     assert saved["nonfinite_target_scores"] == 0 and "warning" not in out
+
+
+@pytest.mark.parametrize("filter_seen", [True, False])
+@pytest.mark.parametrize("budget", [1 << 25, 40])  # 40: several item chunks per batch
+def test_full_ranks_equal_the_obvious_count_with_ties_repeats_and_nonfinite_scores(filter_seen, budget, monkeypatch):
+    """The one-pass count (all items >= target, less the non-candidates) gives each user the rank of the
+    obvious per-user loop, on integer scores full of ties, histories with repeated items, and NaN/inf scores
+    on candidates, on non-candidates and on held-out items."""
+    monkeypatch.setattr(evaluate_module, "SCORE_BUDGET", budget)
+    rng = np.random.default_rng(5)
+    num_items = 30
+    lists = [rng.integers(1, num_items + 1, size=rng.integers(3, 12)).tolist() for _ in range(60)]
+    split = split_leave_one_out(Sequences.from_lists(lists, num_items=num_items))
+    scorer = TableScorer(60, num_items)
+    scorer.table = torch.from_numpy(rng.integers(0, 4, size=(60, num_items + 1)).astype(np.float32))
+    spots = rng.integers(0, num_items + 1, size=(25, 2))
+    spots[:, 0] = rng.choice(60, size=25, replace=False)
+    for (u, i), value in zip(spots, [torch.nan, torch.inf, -torch.inf] * 9, strict=False):
+        scorer.table[u, i] = value
+    evaluator = Evaluator(split, "test", "full", filter_seen=filter_seen)
+    rows = np.arange(len(evaluator.users))
+    ranks, bad_target, bad_any = evaluator._ranks(scorer, rows)
+    history, targets = split.history("test"), split.targets("test")
+    for row, u in zip(rows, evaluator.users, strict=True):
+        scores = scorer.table[u].numpy()
+        target = scores[targets[u]] if np.isfinite(scores[targets[u]]) else np.finfo(np.float32).min
+        excluded = {0, int(targets[u])} | (set(history[u].tolist()) if filter_seen else set())
+        candidates = [scores[i] for i in range(num_items + 1) if i not in excluded]
+        expected = sum(not np.isfinite(s) or s >= target for s in candidates)
+        if filter_seen and targets[u] in history[u]:
+            expected = evaluate_module.UNREACHABLE
+        assert ranks[row] == expected, (u, ranks[row], expected)
+        assert bad_target[row] == (not np.isfinite(scores[targets[u]]))
+        assert bad_any[row] == (bad_target[row] or not all(np.isfinite(candidates)))
+    assert bad_any.sum() >= 10  # the NaN/inf spots hit enough candidates to exercise the exact path

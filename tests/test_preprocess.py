@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from sasrec.data.dataset import file_sha256, read_sasrec_file
 from sasrec.data.preprocess import keep_mask, preprocess_file, preprocess_rows
 from sasrec.data.readers import read_rows
 from sasrec.errors import ConfigError, DataError, SASRecError
+
+CSV_OPTIONS = {"user_col": "user", "item_col": "item", "time_col": "time"}
 
 
 def rows_of(triples: list[tuple[str, str, int]]) -> list[tuple[str, str, int, int]]:
@@ -85,6 +88,48 @@ def test_integer_timestamps_beyond_float_precision_keep_their_order():
     assert decoded(preprocess_rows(rows, min_count=1)) == [["two", "half", "a", "b", "c"]]
     rows = rows_of([("u", "x", t + 1), ("u", "x", t)])  # not duplicates, however close
     assert preprocess_rows(rows, min_count=1).duplicates == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "late", "early"),
+    [
+        # 1 ns apart: equal as float64 (spacing 2.4e-7 s at these times), so a float sort keeps file order.
+        ("user,item,time", "1700000000.123456789", "1700000000.123456788"),
+        ("user,item,time", "2023-11-14T22:13:20.123456789Z", "2023-11-14T22:13:20.123456788Z"),
+        ("user,item,time", "2023-11-14T22:13:20.0000001+00:00", "2023-11-14T22:13:20Z"),
+        ("user,item,time", "1.000000000000000002", "1.000000000000000001"),  # 1e-18 apart: the finest kept
+    ],
+)
+def test_fractional_timestamps_beyond_float_precision_keep_their_order(tmp_path, header, late, early):
+    raw = tmp_path / "log.csv"
+    raw.write_text(f"{header}\nu,late,{late}\nu,early,{early}\n")
+    preprocess_file(raw, tmp_path, "out", "csv", reader_options=CSV_OPTIONS, min_count=1, progress=False)
+    rows = (tmp_path / "out.txt").read_text().split()
+    item_map = dict(line.split("\t") for line in (tmp_path / "out.item_map.tsv").read_text().splitlines()[1:])
+    assert [item_map[i] for i in rows[1::2]] == ["early", "late"]
+
+
+def test_amazon_json_fractional_time_keeps_all_digits(tmp_path):
+    raw = tmp_path / "reviews.json"
+    lines = [
+        {"reviewerID": "u", "asin": a, "unixReviewTime": t}
+        for a, t in (("late", "1700000000.123456789"), ("early", "1700000000.123456788"))
+    ]
+    # Written as JSON numbers, not strings: a float parse of them would merge the two.
+    raw.write_text(
+        "".join(json.dumps(r).replace(f'"{r["unixReviewTime"]}"', r["unixReviewTime"]) + "\n" for r in lines)
+    )
+    times = [t for _u, _i, t, _n in read_rows("amazon-json", raw)]
+    assert times == [Decimal("1700000000.123456789"), Decimal("1700000000.123456788")]
+    assert decoded(preprocess_rows(read_rows("amazon-json", raw), min_count=1)) == [["early", "late"]]
+
+
+def test_timestamp_finer_than_kept_is_a_line_error(tmp_path):
+    raw = tmp_path / "log.csv"
+    raw.write_text("user,item,time\nu,a,1\nu,b,1.0000000000000000001\n")
+    with pytest.raises(DataError, match="line 3.*more than 18 digits after the point"):
+        preprocess_file(raw, tmp_path, "out", "csv", reader_options=CSV_OPTIONS, min_count=1, progress=False)
+    assert not (tmp_path / "out.txt").exists()
 
 
 def test_stable_sort_by_time_ties_keep_file_order():

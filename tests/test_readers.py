@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -326,13 +327,16 @@ def test_malformed_number_is_a_line_error(tmp_path, fmt, line, fragment):
     [
         ("1700000000123456789", 1700000000123456789),  # a nanosecond clock: kept exact, as an int
         ("-5", -5),
-        ("1.5", 1.5),
-        ("1.7e9", 1.7e9),
+        ("1.5", Decimal("1.5")),  # a fraction of a second: exact, never a float
+        ("1.7e9", 1_700_000_000),
+        ("1700000000.123456789", Decimal("1700000000.123456789")),
         ("2017-12-17", 1513468800),
         ("2017-12-17T10:00:00", 1513504800),  # no zone: UTC
         ("2017-12-17 10:00:00+02:00", 1513497600),
         ("2017-12-17T10:00:00Z", 1513504800),
-        ("2017-12-17T10:00:00.25Z", 1513504800.25),
+        ("2017-12-17T10:00:00.25Z", Decimal("1513504800.25")),
+        ("2017-12-17T10:00:00.123456789Z", Decimal("1513504800.123456789")),  # datetime keeps only 6 digits
+        ("2017-12-17T10:00:00.000Z", 1513504800),
     ],
 )
 def test_timestamp_forms(tmp_path, text, seconds):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,9 @@ class Recommender:
             data: pandas or polars DataFrame, or a mapping of column name -> array.
             user_col, item_col: id columns (any type; ids are compared as strings).
             time_col: timestamps (numbers); None keeps each user's rows in the order given.
-            run_dir: where the run directory goes (default: a new temporary directory; :meth:`save` copies
-                it). It holds the preprocessed dataset, its id maps and everything ``sasrec train`` writes.
+            run_dir: where the run directory goes (default: a new temporary directory, removed with this
+                object or at exit; :meth:`save` copies it). It holds the preprocessed dataset, its id maps
+                and everything ``sasrec train`` writes.
         """
         names = [user_col, item_col] + ([time_col] if time_col else [])
         columns, kind = _columns(data, names)
@@ -126,6 +128,8 @@ class Recommender:
         rows = ((str(u), str(i), t, n) for n, (u, i, t) in enumerate(zip(users, items, times, strict=True)))
         processed = preprocess_rows(rows, min_count=self.min_count)
         root = (Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="sasrec-"))).resolve()
+        if run_dir is None:  # a temporary run is removed with its estimator (save() keeps a copy), even on failure
+            weakref.finalize(self, shutil.rmtree, root, ignore_errors=True)
         stats = {
             "interactions": int(len(processed.sequences.items)),
             "users": processed.sequences.num_users,

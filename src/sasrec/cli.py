@@ -24,7 +24,7 @@ from sasrec.argtypes import (
     config_value,
     spelled,
 )
-from sasrec.config import BATCHINGS, LOSS_NAMES, loss_help
+from sasrec.config import BATCHINGS, LOSS_NAMES, PRECISIONS, loss_help
 from sasrec.data.registry import NAMES
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.metrics import DEFAULT_KS
@@ -135,8 +135,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=config_value("seed"), help="random seed (default 42)")
     p.add_argument("--device", type=argtypes.device, help="cpu, cuda[:N] or auto (default cpu)")
     p.add_argument("--threads", type=config_value("threads"), help="torch CPU threads (default 0: PyTorch's choice)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="matrix products of training in float32 (fp32, default) or bfloat16 (bf16); auto: bf16 where the "
+        "CPU or GPU computes it natively. Evaluation always ranks in float32",
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/NAME-LOSS-seedS-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last saved epoch (epoch 0 if none was saved); it accepts "
+        "--epochs, --patience, --max-minutes, --eval-every, --device, --threads, --quiet, and --data-dir "
+        "when the dataset file has moved",
+    )
     _bool_flag(p, "quiet", "no progress bars or per-epoch lines")
 
 
@@ -174,17 +186,21 @@ class _JsonFlag(argparse.Action):
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    # Options that only some evaluations use default to None, so that one given where it would be ignored is
+    # refused (sasrec.evaluate_cli.refuse_unused) rather than silently dropped; the command fills the defaults.
     p.add_argument("--run", help="a run directory written by `sasrec train`")
-    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default best)")
+    p.add_argument("--checkpoint", choices=("best", "last"), help="which checkpoint of --run (default best)")
     p.add_argument(
         "--baseline",
         choices=("pop", "transition"),
         help="evaluate a non-neural baseline instead of a run (needs --dataset)",
     )
     p.add_argument(
-        "--dataset", type=argtypes.dataset, help="dataset for --baseline (a dataset name or a SASRec-format file)"
+        "--dataset",
+        type=argtypes.dataset,
+        help="dataset for --baseline (a dataset name or a SASRec-format file); a run evaluates its own",
     )
-    _add_data_dir(p, "data")
+    _add_data_dir(p, None, "data for --baseline; for --run, the run's own: give it when the dataset file has moved")
     p.add_argument(
         "--protocol",
         choices=("sampled", "full", "both"),
@@ -203,7 +219,6 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     negatives = p.add_argument(
         "--eval-negatives",
         type=argtypes.integer(1),
-        default=100,
         metavar="N",
         help="sampled protocol: negatives per user (default 100)",
     )
@@ -211,7 +226,6 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     sampling = p.add_argument(
         "--negative-sampling",
         choices=("uniform", "popularity"),
-        default="uniform",
         help="sampled protocol: how negatives are drawn (default uniform)",
     )
     add_former_spelling(p, "--negatives", sampling)
@@ -225,9 +239,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "--max-users", type=argtypes.integer(1), help="evaluate a seeded random subset of users (paper: 10000)"
     )
     p.add_argument(
-        "--seed", type=config_value("seed"), default=42, help="seed of the user subset and sampled negatives"
+        "--seed", type=config_value("seed"), help="seed of the user subset and sampled negatives (default 42)"
     )
-    p.add_argument("--device", type=argtypes.device, default="cpu", help="cpu, cuda[:N] or auto (default cpu)")
+    p.add_argument("--device", type=argtypes.device, help="for --run: cpu, cuda[:N] or auto (default cpu)")
     p.add_argument(
         "--out",
         metavar="FILE",
@@ -436,7 +450,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); ``only`` runs one subcommand's parser alone.
 
-    Returns the exit status: 0, 2 for a user error (one ``error: ...`` line on stderr), 130 if interrupted.
+    Returns the exit status: 0, 2 for a user error (one ``error: ...`` line on stderr), 130 if interrupted
+    (Ctrl-C), 143 if training was stopped by SIGTERM.
     """
     try:
         args = build_parser(only).parse_args(argv)
@@ -444,8 +459,8 @@ def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     except SASRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM while training (sasrec.train.Terminated): 143
+        return getattr(exc, "exit_status", 130)
 
 
 if __name__ == "__main__":

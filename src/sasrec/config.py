@@ -34,6 +34,8 @@ from sasrec.data import registry
 from sasrec.errors import ConfigError
 from sasrec.metrics import METRICS
 
+PRECISIONS = ("fp32", "bf16", "auto")  # --precision; see sasrec.precision
+
 # The names sasrec.sampling.BATCHING holds (not imported here: it loads torch).
 BATCHINGS = ("random", "shuffle", "bucket")
 # Dropout masks keep a value when a random uint16 is >= round(p * 65536) (sasrec.kernels.CPUKernels.mask): a rate
@@ -257,6 +259,8 @@ class Config:
     seed: int = 42
     device: str = "cpu"
     threads: int = 0  # 0: PyTorch's default
+    # Matrix products of training in bfloat16 (see sasrec.precision); evaluation always ranks in float32.
+    precision: str = "fp32"
     out: str | None = None
     quiet: bool = False
 
@@ -294,6 +298,10 @@ class Config:
             (
                 self.val_protocol in ("sampled", "full"),
                 f"val_protocol must be sampled or full, got {self.val_protocol!r}",
+            ),
+            (
+                self.precision in PRECISIONS,
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
             ),
             (self.batching in BATCHINGS, f"batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}"),
             (

@@ -56,7 +56,11 @@ class Scorer(Protocol):
 
 
 class ModelScorer:
-    """Scores from a :class:`sasrec.model.SASRec`: the last hidden state dotted with item embeddings."""
+    """Scores from a :class:`sasrec.model.SASRec`: the last hidden state dotted with item embeddings.
+
+    Always in the model's own dtype (float32), even inside a bfloat16 autocast region: ranks must not depend
+    on the training precision (see :mod:`sasrec.precision`).
+    """
 
     def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu"):
         self.model = model
@@ -68,11 +72,13 @@ class ModelScorer:
         self.model.eval()
         n = np.minimum(histories.lengths[users], self.model.maxlen)
         seq = torch.from_numpy(gather_windows(histories, users, n)).to(self.device)
-        return self.model.last_hidden(seq)
+        with torch.autocast(self.device.type, enabled=False):
+            return self.model.last_hidden(seq)
 
     @torch.no_grad()
     def score(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.model.score(state, items.to(self.device)).float().cpu()
+        with torch.autocast(self.device.type, enabled=False):
+            return self.model.score(state, items.to(self.device)).float().cpu()
 
 
 @dataclass
@@ -249,13 +255,26 @@ class Evaluator:
         self, scorer: Scorer, state: Any, users: np.ndarray, targets: torch.Tensor
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pessimistic rank of each target among all items (minus seen ones), in item chunks of bounded size;
-        and per user: is the target's score finite, is any candidate's score non-finite."""
+        and per user: is the target's score finite, is any candidate's score non-finite.
+
+        A row whose scores are all finite is counted in one pass: the items scoring at least the target's
+        score, less the non-candidates among them (padding, the target itself and, with ``filter_seen``, the
+        history), which are few and gathered. A row with any non-finite score (rare: a diverged model) takes
+        the exact path of :func:`_nonfinite_above` and :func:`_nonfinite_below`. Both count the same
+        comparisons of the same float32 scores, so the ranks are the same whichever path a row takes.
+        """
         B = len(users)
-        chunk = max(1, SCORE_BUDGET // B)
-        lengths = self.histories.lengths[users]
-        history = gather_windows(self.histories, users, lengths)
-        rows, cols = np.nonzero(history)
-        seen_rows, seen_items = torch.from_numpy(rows), torch.from_numpy(history[rows, cols])
+        chunk = max(1, min(SCORE_BUDGET // B, 1 << 24))
+        # Each row's non-candidates, sorted, each counted once (flag ``first``); 0 pads the history windows.
+        history = (
+            gather_windows(self.histories, users, self.histories.lengths[users])
+            if self.filter_seen
+            else np.zeros((B, 0), dtype=np.int64)
+        )
+        excluded = np.concatenate([np.zeros((B, 1), history.dtype), targets.numpy()[:, None], history], 1)
+        excluded = torch.from_numpy(excluded).to(torch.int64).sort(1).values  # (B, 2 + L)
+        first = torch.ones_like(excluded, dtype=torch.bool)
+        first[:, 1:] = excluded[:, 1:] != excluded[:, :-1]
         bounds = range(0, self.num_items + 1, chunk)
         # Pass 1 takes the target's score from the same score block that pass 2 compares it with, so
         # float rounding can never make the target beat or tie an item computed by another kernel.
@@ -271,23 +290,29 @@ class Evaluator:
             if len(bounds) == 1:
                 blocks.append(scores)
         target_ok = torch.isfinite(target_score)
-        target_score = _nonfinite_below(target_score)
+        threshold = _nonfinite_below(target_score)[:, None]  # (B, 1)
         ranks = torch.zeros(B, dtype=torch.int64)
         any_nonfinite = torch.zeros(B, dtype=torch.bool)
         for lo in bounds:
             items = torch.arange(lo, min(lo + chunk, self.num_items + 1))
-            # Our own copy (the masking below writes into it, and a scorer may return a view of its state).
-            scores = _nonfinite_above(blocks[0] if blocks else scorer.score(state, items))
-            # -inf takes out what is not a candidate: padding, the target itself and, with filter_seen, the history.
-            if lo == 0:
-                scores[:, 0] = -torch.inf
-            if self.filter_seen:
-                keep = (seen_items >= lo) & (seen_items < lo + len(items))
-                scores[seen_rows[keep], seen_items[keep] - lo] = -torch.inf
-            inside = (targets >= lo) & (targets < lo + len(items))
-            scores[inside.nonzero()[:, 0], targets[inside] - lo] = -torch.inf
-            ranks += (scores >= target_score[:, None]).sum(1)
-            any_nonfinite |= scores.amax(1) == torch.inf  # only non-finite scores became +inf
+            scores = blocks[0] if blocks else scorer.score(state, items)
+            # The block's non-candidates: where each sits in it (clamped when outside), and whether it does.
+            here = first & (excluded >= lo) & (excluded < lo + len(items))
+            column = (excluded - lo).clamp_(0, len(items) - 1)
+            # 1.0 where an item scores at least the target: summing floats is several times faster than bools,
+            # and exact (a chunk has fewer than 2**24 items).
+            above = torch.ge(scores, threshold, out=torch.empty_like(scores)).sum(1).to(torch.int64)
+            count = above - ((scores.gather(1, column) >= threshold) & here).sum(1)
+            # A non-finite score makes its row's sum non-finite (a finite row whose sum overflows is merely
+            # recounted on the exact path).
+            slow = (~torch.isfinite(scores.sum(1))).nonzero()[:, 0]
+            if len(slow):
+                exact = _nonfinite_above(scores[slow])
+                r, c = here[slow].nonzero(as_tuple=True)
+                exact[r, column[slow][r, c]] = -torch.inf  # non-candidates rank below any target
+                count[slow] = (exact >= threshold[slow]).sum(1)
+                any_nonfinite[slow] |= exact.amax(1) == torch.inf  # only non-finite scores became +inf
+            ranks += count
         return ranks.numpy(), target_ok.numpy(), any_nonfinite.numpy()
 
 

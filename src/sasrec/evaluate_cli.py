@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sasrec.argtypes import spelled
 from sasrec.atomic import write_text
 from sasrec.baselines import BASELINES
 from sasrec.config import Config
@@ -15,14 +16,76 @@ from sasrec.errors import ConfigError
 from sasrec.evaluate import Evaluator, ModelScorer
 from sasrec.metrics import METRICS
 
+# The values options take when not given (argparse leaves them None: see refuse_unused).
+DEFAULTS = {
+    "checkpoint": "best",
+    "device": "cpu",
+    "eval_negatives": 100,
+    "negative_sampling": "uniform",
+    "seed": 42,
+    "data_dir": "data",
+}
 
-def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
+
+def refuse_unused(args: argparse.Namespace) -> None:
+    """Refuse an option that this evaluation would ignore (one line naming it and what it applies to), then
+    fill the defaults of those not given. Raises ConfigError."""
     if (args.run is None) == (args.baseline is None):
         raise ConfigError("give either --run RUN_DIR or --baseline {pop,transition} with --dataset")
+    sampled, full = args.protocol in ("sampled", "both"), args.protocol in ("full", "both")
+    file_dataset = args.dataset is not None and Path(args.dataset).is_file()
+    unused = [
+        (
+            args.run and args.dataset,
+            "--dataset",
+            "a --baseline: the run evaluates the dataset it was trained on "
+            "(its fingerprint is checked); if that file has moved, pass --data-dir DIR, the folder that holds it now",
+        ),
+        (args.baseline and args.checkpoint, "--checkpoint", "a --run; a baseline has no checkpoint"),
+        (args.baseline and args.device, "--device", "a --run; baselines run on the CPU"),
+        (
+            args.baseline and file_dataset and args.data_dir,
+            "--data-dir",
+            "a dataset name; --dataset FILE is read where it is",
+        ),
+        (
+            not sampled and args.eval_negatives,
+            spelled(args, "--eval-negatives"),
+            "the sampled protocol (--protocol sampled or both)",
+        ),
+        (
+            not sampled and args.negative_sampling,
+            spelled(args, "--negative-sampling"),
+            "the sampled protocol (--protocol sampled or both)",
+        ),
+        (
+            not full and args.include_seen,
+            spelled(args, "--include-seen"),
+            "the full protocol (--protocol full or both)",
+        ),
+        (
+            not sampled and not args.max_users and args.seed is not None,
+            "--seed",
+            "the sampled protocol's negatives and the --max-users subset",
+        ),
+        (not args.out and args.force, "--force", "--out FILE (RUN_DIR/eval_SPLIT.json is always replaced)"),
+    ]
+    for given, option, applies_to in unused:
+        if given:
+            raise ConfigError(f"{option} applies only to {applies_to}; drop it")
+    for name, value in DEFAULTS.items():
+        if getattr(args, name) is None and not (name == "data_dir" and args.run):
+            setattr(args, name, value)
+
+
+def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Evaluate ``args.run`` or ``args.baseline`` as ``sasrec evaluate`` parsed them; returns one result per
+    protocol (:meth:`EvalResult.to_json` form) and writes them to ``--out`` or the run's ``eval_SPLIT.json``."""
+    refuse_unused(args)
     if args.run:
         from sasrec.runs import load_run, load_run_data
 
-        run = load_run(args.run, args.checkpoint, args.device)
+        run = load_run(args.run, args.checkpoint, args.device, data_dir=args.data_dir)
         split = split_leave_one_out(load_run_data(run))
         scorer = ModelScorer(run.model, args.device)
         name = f"{args.checkpoint} checkpoint of {args.run} (epoch {run.meta.get('epoch')})"
@@ -38,18 +101,26 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     protocols = ("full", "sampled") if args.protocol == "both" else (args.protocol,)
     results = []
     for protocol in protocols:
-        evaluator = Evaluator(
-            split,
-            args.split,
-            protocol,
-            ks=tuple(args.k),
-            filter_seen=not args.include_seen,
-            num_negatives=args.eval_negatives,
-            negatives=args.negative_sampling,
-            max_users=args.max_users,
-            seed=args.seed,
-        )
-        results.append({"model": name, **evaluator.run(scorer).to_json()})
+        try:
+            evaluator = Evaluator(
+                split,
+                args.split,
+                protocol,
+                ks=tuple(args.k),
+                filter_seen=not args.include_seen,
+                num_negatives=args.eval_negatives,
+                negatives=args.negative_sampling,
+                max_users=args.max_users,
+                seed=args.seed,
+            )
+            result = evaluator.run(scorer)
+        except ConfigError as exc:
+            if protocol != "sampled":
+                raise
+            # The sampler cannot know which option set its count: name it as the user typed it.
+            option = spelled(args, "--eval-negatives")
+            raise ConfigError(f"{option} {args.eval_negatives}: {exc}") from None
+        results.append({"model": name, **result.to_json()})
     out = args.out or (Path(args.run) / f"eval_{args.split}.json" if args.run else None)
     if out:
         write_text(out, json.dumps(results if len(results) > 1 else results[0], indent=2))

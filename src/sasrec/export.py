@@ -2,7 +2,7 @@
 
 The exported graph maps histories to the score of every item:
 
-* input ``histories``: ``(B, T)`` int64 internal item ids, ``B`` and ``T >= 1`` dynamic. Ids outside
+* input ``histories``: ``(B, T)`` int64 internal item ids, ``B`` and ``T >= 0`` dynamic. Ids outside
   ``1..num_items`` (0, negative, too large) are skipped wherever they stand: 0 is padding (right or left
   padding both work), and an out-of-range id is ignored like an unknown item in
   ``Recommender.recommend(..., unknown="skip")``. Of the remaining ids, only the most recent ``maxlen`` are
@@ -11,7 +11,9 @@ The exported graph maps histories to the score of every item:
   padding and must be ignored (it is never a recommendation). The graph does not leave the history's own items
   out; mask them yourself if you want them excluded.
 * output ``items_read``: ``(B,)`` int64, how many ids the row's scores read (its valid ids, at most
-  ``maxlen``). A row with 0 read has no valid id: its scores are those of an empty history and mean nothing.
+  ``maxlen``). A row with 0 read is an empty history (``T = 0``, only padding, or only invalid ids): there
+  is nothing to recommend from, and its scores are all 0, a tie that ranks nothing. Refuse such a row, as
+  :class:`sasrec.recommend.Recommender`, ``sasrec recommend`` and the service (422) refuse an empty history.
 * output ``ids_skipped``: ``(B,)`` int64, how many non-zero ids of the row were outside ``1..num_items``. A
   non-zero count usually means the ids were not translated with the run's item map.
 
@@ -62,6 +64,8 @@ class ScoringNetwork(nn.Module):
 
     def forward(self, histories: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         maxlen = self.model.maxlen
+        # One padding column more, so that T = 0 (an empty history) is a width-1 row of padding below.
+        histories = torch.nn.functional.pad(histories, (0, 1))
         valid = (histories > 0) & (histories <= self.model.num_items)  # (B, T)
         width = histories.shape[1]
         cols = torch.arange(width, device=histories.device)  # (T,)
@@ -74,6 +78,7 @@ class ScoringNetwork(nn.Module):
         pick = torch.minimum(cols + (num_valid - read), cols[-1])  # (B, T)
         window = histories.gather(1, order.gather(1, pick)).masked_fill(cols >= read, 0)[:, :maxlen]
         scores = self.model.score(self.model.last_hidden(window))
+        scores = torch.where(read > 0, scores, torch.zeros_like(scores))  # an empty history ranks nothing
         skipped = ((histories != 0) & ~valid).sum(1)
         return scores, read.squeeze(1), skipped
 

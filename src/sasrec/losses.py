@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sasrec.config import LOSS_SPECS, loss_settings
+from sasrec.precision import compute_dtype
 
 # Automatic chunk size of ``ce``: at most this many (position, item) scores are held per chunk.
 # 1M float32 scores = 4 MiB, cache-sized: 1.5x faster than 16M-score chunks on ML-1M batches (1 thread).
@@ -157,18 +158,24 @@ class _ChunkedLogSumExp(torch.autograd.Function):
     Neither pass keeps the ``(P, I)`` score matrix: the forward pass streams a running logsumexp
     (``logaddexp`` of per-chunk logsumexps, which is numerically stable), the backward pass recomputes each
     chunk's scores to form its softmax block. Peak extra memory is a few ``(P, chunk)`` blocks.
+
+    Under bfloat16 autocast (``--precision bf16``) both passes run their products in bfloat16 and everything
+    else (scores' exponentials, the running logsumexp, the gradients' sums across chunks) in float32; the
+    backward pass runs outside the autocast region, so the dtype is recorded in forward.
     """
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, chunk: int) -> torch.Tensor:
         # hidden (P, d), weight (I, d) -> lse (P,), in at least float32
         acc = torch.promote_types(hidden.dtype, torch.float32)
+        dtype = compute_dtype(hidden)
+        h = hidden.to(dtype)
         lse = torch.full((hidden.shape[0],), -math.inf, dtype=acc, device=hidden.device)
         for start in range(0, weight.shape[0], chunk):
-            scores = (hidden @ weight[start : start + chunk].T).to(acc)  # (P, c)
+            scores = (h @ weight[start : start + chunk].to(dtype).T).to(acc)  # (P, c)
             lse = torch.logaddexp(lse, torch.logsumexp(scores, dim=1))
         ctx.save_for_backward(hidden, weight, lse)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.dtype = chunk, dtype
         return lse
 
     @staticmethod
@@ -177,15 +184,16 @@ class _ChunkedLogSumExp(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.zeros_like(hidden) if need_h else None
         grad_w = torch.empty_like(weight) if need_w else None
+        h = hidden.to(ctx.dtype)
         for start in range(0, weight.shape[0], ctx.chunk):
-            w = weight[start : start + ctx.chunk]  # (c, d)
-            scores = (hidden @ w.T).to(lse.dtype)  # (P, c)
+            w = weight[start : start + ctx.chunk].to(ctx.dtype)  # (c, d)
+            scores = (h @ w.T).to(lse.dtype)  # (P, c)
             # d lse_p / d score_pi = softmax_pi; times the incoming gradient of lse_p
-            coef = scores.sub_(lse[:, None]).exp_().mul_(grad_lse[:, None]).to(hidden.dtype)  # (P, c), in place
+            coef = scores.sub_(lse[:, None]).exp_().mul_(grad_lse[:, None]).to(ctx.dtype)  # (P, c), in place
             if grad_h is not None:
                 grad_h += coef @ w
             if grad_w is not None:
-                grad_w[start : start + ctx.chunk] = coef.T @ hidden
+                grad_w[start : start + ctx.chunk] = coef.T @ h
         return grad_h, grad_w, None
 
 

@@ -9,8 +9,20 @@ that callers only ever see original ids:
   ARE the dataset's own integer ids: item ``7`` is written ``"7"`` in the output and accepted as ``7`` or
   ``"7"`` in input; user ``u`` is the ``u``-th user of the file (its file id when, as usual, users are
   numbered ``1..N``).
+* Leading zeros: in an integer id space ``03`` and ``3`` are one id, as when the dataset was read (the readers
+  and the SASRec-format loader drop leading zeros). An id space is integer when there is no map, or when every
+  original id of the map is an integer written without leading zeros (what ``sasrec preprocess`` writes for
+  integer-id formats such as ``sasrec`` and ``movielens-dat``); so ``--history 3`` and ``--history 03`` (and
+  ``--user 3``, ``--user 03``) give the same answer there. Any other map holds text ids, matched exactly:
+  ``"03"`` and ``"3"`` are then different ids, as they were in the raw file.
 * An item id that is not in the catalogue is never mapped to anything: it raises :class:`UnknownItemsError`
   naming it, or is skipped (and reported) with ``unknown="skip"``.
+* Fewer than ``k`` results: when fewer than ``k`` items are left to recommend (the history's items excluded
+  from a small catalogue), all of them are returned; ``sasrec recommend`` then says so on stderr and in its JSON
+  (``"requested"`` and ``"returned"``), and the service in its response.
+* An empty history (no item id, or none known with ``unknown="skip"``) is refused with a message, here, by
+  ``sasrec recommend`` and by the service (422); the ONNX graph (:mod:`sasrec.export`) flags such a row with
+  ``items_read == 0`` and scores it all 0, for the caller to refuse the same way.
 
 No score returned is ever NaN or infinite. A model whose weights diverged in training (loss ``nan``) scores
 items NaN or +-inf, and then no ranking of it means anything: every scoring call (:meth:`Recommender.score_ids`,
@@ -192,6 +204,9 @@ class Recommender:
         )
         self._item_index = {name: i for i, name in enumerate(self._item_names) if i > 0}
         self._user_index = {u: i for i, u in enumerate(user_ids)} if user_ids is not None else None
+        # Integer id spaces read "03" as "3" (module docstring); text ids match exactly.
+        self._integer_items = item_ids is None or all(map(_is_canonical_integer, item_ids))
+        self._integer_users = user_ids is None or all(map(_is_canonical_integer, user_ids))
         self._load_data = load_data
         self._data: Sequences | None = None
         self._data_lock = threading.Lock()
@@ -229,8 +244,13 @@ class Recommender:
         return self._item_names[index]
 
     def item_index(self, item: ItemId) -> int | None:
-        """Internal id of an original item id, or None if it is not in the catalogue."""
-        return self._item_index.get(str(item))
+        """Internal id of an original item id, or None if it is not in the catalogue (leading zeros: see the
+        module docstring)."""
+        text = str(item)
+        index = self._item_index.get(text)
+        if index is None and self._integer_items and _is_integer(text):
+            index = self._item_index.get(text.lstrip("0") or "0")
+        return index
 
     def encode(self, history: Iterable[ItemId], unknown: str = "error") -> Encoded:
         """Original item ids -> internal ids; unknown ids raise :class:`UnknownItemsError` or are skipped."""
@@ -240,7 +260,7 @@ class Recommender:
             raise SASRecError("history must be a sequence of item ids, not one string")
         ids, skipped = [], []
         for item in history:
-            index = self._item_index.get(str(item))
+            index = self.item_index(item)
             if index is None:
                 skipped.append(str(item))
             else:
@@ -345,7 +365,10 @@ class Recommender:
                     f"the user map has {len(self._user_index)} users but the dataset has "
                     f"{num_users}; is it the map of this dataset?"
                 )
-            index = self._user_index.get(str(user_id))
+            text = str(user_id)
+            index = self._user_index.get(text)
+            if index is None and self._integer_users and _is_integer(text):
+                index = self._user_index.get(text.lstrip("0") or "0")
         else:  # no map: the file's own integer user ids
             text, file_ids = str(user_id), self.data.user_ids
             index = None
@@ -411,6 +434,15 @@ class Recommender:
         ]
 
 
+def _is_integer(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _is_canonical_integer(text: str) -> bool:
+    """An integer written as the readers write one: ASCII digits, no leading zero (``"0"`` itself is one)."""
+    return _is_integer(text) and (text == "0" or not text.startswith("0"))
+
+
 def _right_pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
     """Lists of ids -> ``(B, max length)`` int64 tensor, right-padded with 0."""
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
@@ -455,6 +487,14 @@ def history_argument(args: argparse.Namespace) -> list[str]:
     return history
 
 
+def shortfall_note(k: int, returned: int, exclude_seen: bool) -> str:
+    """Why fewer than ``k`` items came back ("" when ``k`` did): one line for the user."""
+    if returned >= k:
+        return ""
+    why = "the history's items are left out" if exclude_seen else "the catalogue is that small"
+    return f"returned {returned} of the {k} items asked for: only {returned} are left to recommend ({why})"
+
+
 def recommend_command(args: argparse.Namespace) -> int:
     """``sasrec recommend`` (arguments: :mod:`sasrec.cli`)."""
     rec = Recommender.load(args.run, args.checkpoint, args.device, data_dir=args.data_dir)
@@ -470,9 +510,12 @@ def recommend_command(args: argparse.Namespace) -> int:
             )
         skipped = encoded.skipped
         items = rec.recommend_ids([encoded.ids], args.k, exclude_seen)[0]
+    short = shortfall_note(args.k, len(items), exclude_seen)
+    if short:
+        print(f"note: {short}", file=sys.stderr)
     if args.json:
         ranked = [{"rank": r, "item_id": i, "score": s} for r, (i, s) in enumerate(items, start=1)]
-        out = {"user": args.user, "skipped": skipped, "items": ranked}
+        out = {"user": args.user, "skipped": skipped, "requested": args.k, "returned": len(items), "items": ranked}
         # allow_nan=False: strict JSON; the scores are finite (score_ids refuses a diverged model).
         print(json.dumps(out, indent=2, ensure_ascii=False, allow_nan=False))
         return 0

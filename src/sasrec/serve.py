@@ -3,7 +3,9 @@
 Endpoints (interactive OpenAPI description at ``/docs``, schema at ``/openapi.json``):
 
 * ``POST /recommend``: ``{"history": ["i1", "i2", ...], "k": 10, "exclude_seen": true, "unknown": "error"}``
-  -> ``{"items": [{"item_id": "...", "score": 1.23}, ...], "skipped": []}``.
+  -> ``{"items": [{"item_id": "...", "score": 1.23}, ...], "skipped": [], "returned": 10, "note": null}``.
+  ``returned`` is the number of items; when it is below ``k`` (fewer items are left to recommend once the
+  history's are left out), ``note`` says so.
 * ``POST /recommend/batch``: ``{"histories": [[...], [...]], "k": ..., ...}`` -> ``{"results": [...]}``, one
   forward pass per chunk of histories.
 * ``GET /health``: ``{"status": "ok", "num_items": ..., "maxlen": ..., "max_batch": ..., "max_body_bytes": ...}``.
@@ -43,7 +45,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from sasrec.errors import SASRecError
-from sasrec.recommend import Recommender, UnknownItemsError
+from sasrec.recommend import Recommender, UnknownItemsError, shortfall_note
 
 MAX_HISTORY = 10_000  # longest accepted history (only the last maxlen items are read)
 DEFAULT_MAX_BATCH = 256
@@ -88,6 +90,8 @@ class ScoredItem(BaseModel):
 class Recommendations(BaseModel):
     items: list[ScoredItem] = Field(description="best first")
     skipped: list[str] = Field(default_factory=list, description="unknown item ids that were skipped")
+    returned: int = Field(description="number of items: below k when fewer are left to recommend")
+    note: str | None = Field(None, description="why fewer than k items were returned; null when k were")
 
 
 class BatchRecommendations(BaseModel):
@@ -364,7 +368,7 @@ def create_app(
             )
         return encoded.ids, encoded.skipped
 
-    def respond(items: list[tuple[str, float]], skipped: list[str]) -> Recommendations:
+    def respond(items: list[tuple[str, float]], skipped: list[str], k: int, exclude_seen: bool) -> Recommendations:
         if not all(math.isfinite(score) for _, score in items):
             # NaN or infinity is not JSON; such a model has diverged and no ranking of it means anything.
             raise HTTPException(
@@ -372,7 +376,12 @@ def create_app(
                 "the model produced non-finite scores (NaN or infinity): its weights have "
                 "diverged; serve another checkpoint or retrain",
             )
-        return Recommendations(items=[ScoredItem(item_id=i, score=s) for i, s in items], skipped=skipped)
+        return Recommendations(
+            items=[ScoredItem(item_id=i, score=s) for i, s in items],
+            skipped=skipped,
+            returned=len(items),
+            note=shortfall_note(k, len(items), exclude_seen) or None,
+        )
 
     @app.get("/health", response_model=Health, summary="Service status and model size")
     def health() -> Health:
@@ -402,7 +411,7 @@ def create_app(
         else:
             rows = await run_in_threadpool(recommender.recommend_ids, [ids], request.k, request.exclude_seen)
             items = rows[0]
-        return respond(items, skipped)
+        return respond(items, skipped, request.k, request.exclude_seen)
 
     @app.post(
         "/recommend/batch",
@@ -430,7 +439,10 @@ def create_app(
             recommender.recommend_ids, [ids for ids, _ in encoded], request.k, request.exclude_seen
         )
         return BatchRecommendations(
-            results=[respond(items, skipped) for items, (_, skipped) in zip(results, encoded, strict=True)]
+            results=[
+                respond(items, skipped, request.k, request.exclude_seen)
+                for items, (_, skipped) in zip(results, encoded, strict=True)
+            ]
         )
 
     return app

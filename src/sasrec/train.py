@@ -7,8 +7,12 @@ and only rank 0 writes the run directory (see :mod:`sasrec.distributed`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sasrec import distributed
+from sasrec import distributed, precision
 from sasrec.config import Config, split_metric
 from sasrec.data.dataset import Sequences, Split, split_leave_one_out
 from sasrec.distributed import DistInfo
@@ -25,7 +29,7 @@ from sasrec.evaluate import Evaluator, ModelScorer
 from sasrec.kernels import CPUKernels
 from sasrec.losses import fixed_order_sum, make_loss
 from sasrec.preflight import check_run
-from sasrec.runs import RunDir, build_model, default_run_dir, load_dataset, pick_device
+from sasrec.runs import CONFIG, RunDir, build_model, default_run_dir, load_dataset, pick_device, relocate_dataset
 from sasrec.sampling import TrainSampler
 
 
@@ -71,6 +75,7 @@ class Trainer:
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
         self.model = build_model(config, data.num_items, CPUKernels(self.dropout_rng)).to(self.device)
+        self.precision = precision.resolve(config.precision, self.device)  # "fp32" or "bf16"
         self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
@@ -129,9 +134,10 @@ class Trainer:
             pos = torch.from_numpy(batch.pos).to(self.device)
             neg = torch.from_numpy(batch.neg).to(self.device)
             real = pos > 0
-            hidden = self.net(seq)[real]  # (P, d): only real positions enter the loss
-            neg = neg[real] if neg.dim() == 3 else neg  # (P, N) per position, or (N,) shared by the batch
-            loss = self.loss_fn(hidden, pos[real], neg, self.model.output_weight) * share
+            with precision.autocast(self.precision, self.device):
+                hidden = self.net(seq)[real]  # (P, d): only real positions enter the loss
+                neg = neg[real] if neg.dim() == 3 else neg  # (P, N) per position, or (N,) shared by the batch
+                loss = self.loss_fn(hidden, pos[real], neg, self.model.output_weight).float() * share
             if self.config.l2_emb:  # tf l2_regularizer on the input item embedding, as the reference
                 loss = loss + self.config.l2_emb * 0.5 * fixed_order_sum(self.model.item_emb.weight.pow(2))
             self.optimizer.zero_grad(set_to_none=True)
@@ -217,22 +223,43 @@ class Trainer:
         self.out.save_last(self.model, meta, self.optimizer, {"torch_rng": torch.get_rng_state()})
 
     def resume(self) -> None:
-        meta, extra = self.run.load_checkpoint("last", self.model, self.optimizer)
-        self.epoch = meta["epoch"]
-        self.best = meta["best"]
+        """Continue from ``last.safetensors``, or from epoch 0 when no epoch was saved (a run killed early).
+
+        Raises:
+            SASRecError: the dataset changed, or ``last.safetensors`` is damaged (named, with what to do).
+            ConfigError: the run is complete and the settings would not train it further.
+        """
+        path = self.run.path
         if self.fingerprint:
             self.run.check_dataset(self.config.dataset, self.fingerprint)
+        if not self.run.has_epoch():
+            self.out.discard_unsaved()
+            if self.fingerprint and self.run.dataset_fingerprint() is None:
+                self.out.write_fingerprint(self.fingerprint)
+            return
+        meta, extra = self.run.load_checkpoint(
+            "last",
+            self.model,
+            self.optimizer,
+            fix=f"delete it and run `sasrec train --resume {path}` to train again from epoch 0 (replacing "
+            f"its log and best checkpoint), or evaluate the best checkpoint as it is",
+        )
+        self.epoch = meta["epoch"]
+        self.best = meta["best"]
         if (self.run / "results.json").exists():
             cfg = self.config
+            needs = []
             if self.epoch >= cfg.epochs:
-                raise ConfigError(
-                    f"{self.run.path} finished after {self.epoch} epochs; --epochs is the total, "
-                    f"so pass --epochs N with N > {self.epoch} to train further"
-                )
+                needs.append(f"--epochs N with N > {self.epoch} (the total to reach)")
             if cfg.patience and self.best["bad_evals"] >= cfg.patience:
+                needs.append(
+                    f"--patience N with N > {self.best['bad_evals']} ({cfg.metric} has not improved in its last "
+                    f"{self.best['bad_evals']} evaluations)"
+                )
+            if needs:
                 raise ConfigError(
-                    f"{self.run.path} stopped early ({cfg.metric} did not improve for "
-                    f"{cfg.patience} evaluations); pass a larger --patience to train further"
+                    f"{path} is complete: it trained {self.epoch} epochs and wrote its test results; "
+                    f"to train it further, pass {' and '.join(needs)}"
                 )
         self.sampler.rng.bit_generator.state = meta["sampler_rng"]
         self.dropout_rng.bit_generator.state = meta["dropout_rng"]
@@ -245,7 +272,11 @@ class Trainer:
         if (self.run / "best.safetensors").exists():
             self.run.load_checkpoint("best", self.model)
         scorer = ModelScorer(self.model, self.device)
-        results = {"best_epoch": self.best["epoch"], f"valid_{self.config.metric}": float(self.best["value"])}
+        results = {
+            "best_epoch": self.best["epoch"],
+            f"valid_{self.config.metric}": float(self.best["value"]),
+            "precision": self.precision,
+        }
         for protocol, evaluator in self.testers.items():
             results[protocol] = distributed.evaluate(
                 evaluator, scorer, self.dist, progress=False if self.quiet else None
@@ -257,8 +288,8 @@ class Trainer:
 def _format_record(record: dict[str, Any], metric: str) -> str:
     text = f"epoch {record['epoch']:4d}  loss {record['loss']:.4f}  {record['train_seconds']:.2f}s"
     if "valid" in record:
-        v = record["valid"]
-        text += f"  valid HR@10 {v.get('HR@10', float('nan')):.4f}  NDCG@10 {v.get('NDCG@10', float('nan')):.4f}"
+        v, k = record["valid"], split_metric(metric)[1]  # at the selection metric's K: what picks the best epoch
+        text += f"  valid HR@{k} {v.get(f'HR@{k}', float('nan')):.4f}  NDCG@{k} {v.get(f'NDCG@{k}', float('nan')):.4f}"
     return text
 
 
@@ -269,18 +300,24 @@ RESUMABLE = ("epochs", "patience", "max_minutes", "eval_every", "device", "threa
 def resume_config(run: RunDir, changes: dict[str, Any]) -> Config:
     """The run's saved config with ``changes`` (non-None command-line values) applied; refuses the others.
 
+    ``data_dir`` is where to look for the run's dataset file when it has moved (its fingerprint is still
+    checked); a ``dataset`` naming the run's own file, in any spelling, is no change.
+
     Raises:
         ConfigError: a change outside :data:`RESUMABLE`, named with the flags a resume accepts.
     """
-    saved = run.read_config()
     given = {k: v for k, v in changes.items() if v is not None}
+    saved = relocate_dataset(run.read_config(), given.pop("data_dir", None))
+    if "dataset" in given and Path(given["dataset"]).resolve() == Path(saved.dataset).resolve():
+        del given["dataset"]
     refused = sorted(k for k, v in given.items() if k not in RESUMABLE and v != getattr(saved, k, v))
     if refused:
-        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        flags = ", ".join("--loss-option" if k == "loss_options" else "--" + k.replace("_", "-") for k in refused)
         allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
         raise ConfigError(
             f"--resume continues {run.path} with its saved settings; {flags} cannot change "
-            f"(a resume accepts {allowed}); start a new run with --out to change them"
+            f"(a resume accepts {allowed}, and --data-dir to find a moved dataset file); "
+            "start a new run with --out to change them"
         )
     values = {**saved.to_dict(), **{k: v for k, v in given.items() if k in RESUMABLE}}
     config = Config(**values)
@@ -300,7 +337,7 @@ def train(
     Under torchrun (``WORLD_SIZE`` set) this process joins the job's process group first.
     """
     if resume is not None:
-        run = RunDir.open(resume, need="last.safetensors")
+        run = RunDir.open(resume, need=CONFIG)  # without last.safetensors: resumed from epoch 0
         config = resume_config(
             run, {**(changes or {}), **({"device": config.device, "quiet": config.quiet} if config is not None else {})}
         )
@@ -308,7 +345,7 @@ def train(
         raise ConfigError("train() needs a config or a run directory to resume")
     info = distributed.init_from_env(pick_device(config.device))
     try:
-        with distributed.fail_clearly(info):
+        with distributed.fail_clearly(info), _sigterm_as_interrupt():
             results = _train(config, resume, data, info)
             distributed.finish(info)
             return results
@@ -316,12 +353,36 @@ def train(
         distributed.cleanup(info)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C (the last saved epoch is kept); ``sasrec`` exits with 143 (128 + 15)."""
+
+    exit_status = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a scheduler's stop) raises :class:`Terminated`. Signal handlers can
+    only be set in the main thread; elsewhere SIGTERM keeps its default action."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _train(config: Config, resume: str | Path | None, data: Sequences | None, info: DistInfo) -> dict[str, Any]:
     fingerprint = ""
     if data is None:  # before the run directory exists: a bad dataset leaves nothing behind
-        data, fingerprint = load_dataset(config)
+        data, fingerprint = load_dataset(config, resume)
     if resume is not None:
-        run = RunDir.open(resume, need="last.safetensors")
+        run = RunDir.open(resume, need=CONFIG)
     else:
         # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
         run = RunDir(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
@@ -335,10 +396,13 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
     try:
         results = _run(trainer, resume is not None)
     except BaseException as exc:
-        if resume is None and not (run / "last.safetensors").exists():
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        if resume is None and not run.has_epoch():
             out.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
+            if isinstance(exc, KeyboardInterrupt):
+                trainer.say(f"\n{what} before the first epoch was saved; nothing was kept")
         elif isinstance(exc, KeyboardInterrupt):
-            trainer.say(f"\ninterrupted; continue with --resume {run.path}")
+            trainer.say(f"\n{what}; continue with `sasrec train --resume {run.path}`")
         raise
     finally:
         run.unlock()
@@ -351,10 +415,13 @@ def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
     if resuming:
         trainer.resume()
         out.write_config(config)  # the settings a resume changed (--epochs ...) hold for later resumes
-        trainer.say(f"resuming {run.path} after epoch {trainer.epoch}")
+        trainer.say(
+            f"resuming {run.path} after epoch {trainer.epoch}"
+            if trainer.epoch
+            else f"{run.path} holds no saved epoch; training it from epoch 0"
+        )
     else:
-        out.write_config(config)
-        out.write_fingerprint(trainer.fingerprint)
+        out.begin(config, trainer.fingerprint)
     if not trainer.quiet:  # --quiet, or not rank 0
         s = trainer.split
         print(

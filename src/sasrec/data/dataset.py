@@ -290,7 +290,9 @@ def load_sasrec_file(path: str | Path) -> tuple[Sequences, IdUsage]:
             if int(u) in seen:
                 raise DataError(
                     path,
-                    f"user {u} appears again after other users; lines must be grouped by user",
+                    f"user {u} appears again after other users, but a SASRec-format file lists each user's "
+                    f"lines together; {renumber_command(path)} groups them (keeping each user's lines in file "
+                    "order) and writes id maps: train on its output",
                     line=_line_of_pair(raw, int(s)),
                 )
             seen.add(int(u))

@@ -2,8 +2,9 @@
 
 Downloads stream to a temporary file next to the target, are checked against a pinned sha256 where one
 is known, and are then moved into place atomically, so an interrupted download never leaves a partial file
-under the final name. Without network access the download fails after ``timeout`` seconds with a message
-saying which URL failed and where to put the file by hand.
+under the final name. A download that fails leaves nothing it created behind: no partial file, no archive
+that could not be extracted, no (empty) folder it made. Without network access the download fails after
+``timeout`` seconds with a message saying which URL failed and where to put the file by hand.
 
 What is fetched for each dataset, and its checksum, is in :mod:`sasrec.data.registry`.
 """
@@ -11,12 +12,13 @@ What is fetched for each dataset, and its checksum, is in :mod:`sasrec.data.regi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import shutil
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -77,10 +79,30 @@ def download(
         return raw
     target = dest_dir / source.filename
     url = source_url(source, base_url_override)
-    fetch(url, target, source.sha256, source.size, timeout=timeout, progress=progress)
-    if source.member:
-        extract_member(target, source.member, raw)
+    had_archive = target.exists()
+    with removing_new_folders(raw.parent):  # raw.parent is dest_dir or a folder in it
+        fetch(url, target, source.sha256, source.size, timeout=timeout, progress=progress)
+        if source.member:
+            try:
+                extract_member(target, source.member, raw)
+            except BaseException:
+                if not had_archive:  # this run's archive: of no use without its member
+                    target.unlink(missing_ok=True)
+                raise
     return raw
+
+
+@contextlib.contextmanager
+def removing_new_folders(folder: Path) -> Iterator[None]:
+    """On an exception, remove ``folder`` and those of its parents that did not exist on entry, if empty."""
+    new = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for path in new:
+            with contextlib.suppress(OSError):  # not empty (something else wrote there), or already gone
+                path.rmdir()
+        raise
 
 
 def fetch(
@@ -94,9 +116,15 @@ def fetch(
 ) -> str:
     """Stream ``url`` into ``target`` atomically, verifying ``sha256`` and ``size`` when given.
 
-    Returns the sha256 of the downloaded file.
+    Returns the sha256 of the downloaded file. On failure nothing is left: no partial ``target``, and no
+    folder this call created for it.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    with removing_new_folders(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return _fetch(url, target, sha256, size, timeout=timeout, progress=progress)
+
+
+def _fetch(url: str, target: Path, sha256: str | None, size: int | None, *, timeout: float, progress: bool) -> str:
     digest = hashlib.sha256()
 
     def copy(response, out) -> int:

@@ -17,8 +17,8 @@ Outputs in the output directory, written atomically (temporary file + ``os.repla
 newline or backslash inside an original id is written as ``\\t``, ``\\n``, ``\\\\``) and ``NAME.stats.json``.
 Temporary files left by a killed run are removed by the next write to the same outputs.
 
-The raw file is read once, streaming; only compact arrays (two int32 codes, an int64 timestamp and a float64
-fraction of it per row) and one dict entry per distinct user and item are held in memory.
+The raw file is read once, streaming; only compact arrays (two int32 codes, an int64 timestamp and an int64
+fraction of a second per row) and one dict entry per distinct user and item are held in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 from array import array
 from collections.abc import Iterable
@@ -40,7 +39,7 @@ from sasrec import argtypes
 from sasrec.atomic import refuse_overwrite, write_files
 from sasrec.data import registry
 from sasrec.data.dataset import Sequences, file_sha256, write_sasrec_file
-from sasrec.data.readers import READERS, ReadStats, Row, read_rows
+from sasrec.data.readers import READERS, ReadStats, Row, read_rows, split_seconds
 from sasrec.errors import ConfigError, SASRecError
 
 OUTPUT_SUFFIXES = {
@@ -61,9 +60,10 @@ class RawLog:
     """The raw rows as compact arrays; ``users``/``items`` are codes into ``user_ids``/``item_ids``
     (numbered by first appearance in the raw file), in file order.
 
-    A timestamp ``t`` is held as ``times = floor(t)`` (int64) plus ``fractions = t - floor(t)`` (float64 in
-    ``[0, 1)``): integer timestamps, the usual case, then compare exactly however large (a float64 would
-    merge nanosecond clock values beyond 2**53).
+    A timestamp ``t`` is held as ``times = floor(t)`` (int64 seconds) plus ``fractions``, the rest in integer
+    units of 10**-18 s (int64 in ``[0, 10**18)``, see :func:`~sasrec.data.readers.split_seconds`): timestamps
+    then compare exactly however large or fine (a float64 would merge nanosecond clock values beyond 2**53,
+    and decimals 1e-7 s apart at today's Unix times).
     """
 
     users: np.ndarray
@@ -95,11 +95,12 @@ class Processed:
 def collect(rows: Iterable[Row]) -> RawLog:
     """Read all rows into compact arrays, interning the string ids (one dict entry per distinct id).
 
-    Timestamps must be ints or floats within the int64 range (the readers check this, naming the line).
+    Timestamps are ints, Decimals (as the readers give) or floats within the int64 range (the readers check
+    this, naming the line).
     """
     user_code: dict[str, int] = {}
     item_code: dict[str, int] = {}
-    users, items, times, fractions = array("i"), array("i"), array("q"), array("d")
+    users, items, times, fractions = array("i"), array("i"), array("q"), array("q")
     for user, item, timestamp, _line in rows:
         u = user_code.get(user)
         if u is None:
@@ -109,18 +110,18 @@ def collect(rows: Iterable[Row]) -> RawLog:
             i = item_code[item] = len(item_code)
         users.append(u)
         items.append(i)
-        if type(timestamp) is int:
+        if type(timestamp) is int:  # the common case, without a call
             times.append(timestamp)
-            fractions.append(0.0)
+            fractions.append(0)
         else:
-            whole = math.floor(timestamp)
+            whole, fraction = split_seconds(timestamp)
             times.append(whole)
-            fractions.append(timestamp - whole)  # exact for a float
+            fractions.append(fraction)
     return RawLog(
         np.frombuffer(users, dtype=np.int32).astype(np.int64),
         np.frombuffer(items, dtype=np.int32).astype(np.int64),
         np.frombuffer(times, dtype=np.int64).copy(),
-        np.frombuffer(fractions, dtype=np.float64).copy(),
+        np.frombuffer(fractions, dtype=np.int64).copy(),
         list(user_code),
         list(item_code),
     )

@@ -1,16 +1,22 @@
 """Streaming readers for raw interaction logs.
 
 Every reader takes a path and returns an iterator of rows ``(user, item, timestamp, line_number)``:
-``user`` and ``item`` are the original ids as strings, ``timestamp`` is an int or float used only for
-ordering, and ``line_number`` is the 1-based physical line of the file the row came from. Files are read
-line by line (gzip-compressed files transparently, recognised by their ``.gz`` name or their magic bytes),
-so a raw file is never held in memory. A UTF-8 byte-order mark at the start of a file is dropped.
+``user`` and ``item`` are the original ids as strings, ``timestamp`` is an int (whole seconds, or a
+position) or a :class:`~decimal.Decimal` (with a fraction of a second, kept exact), used only for ordering,
+and ``line_number`` is the 1-based physical line of the file the row came from. Files are read line by
+line (gzip-compressed files transparently, recognised by their ``.gz`` name or their magic bytes), so a raw
+file is never held in memory. A UTF-8 byte-order mark at the start of a file is dropped.
 
 Numbers follow one strict grammar, not Python's: an integer id is ASCII digits only (``+3``, ``1_0`` or
 ``٣`` are bad lines; leading zeros do not make a different id). A timestamp is an integer (kept exact, so
 nanosecond clocks keep their order), a finite decimal such as ``1.5`` or ``1.7e9``, or an ISO-8601 date or
-date-time (``2017-12-17``, ``2017-12-17T10:00:00+02:00``; without a zone it is read as UTC), converted to
-Unix seconds; ``nan``, ``inf`` and values outside the int64 range are bad lines.
+date-time (``2017-12-17``, ``2017-12-17T10:00:00.123456789+02:00``; without a zone it is read as UTC),
+converted to Unix seconds. Decimals and fractions of a second are kept exactly (never rounded to a float,
+which would merge ``1700000000.123456789`` and ``1700000000.123456788``) down to 10**-18 s
+(:data:`FRACTION_DIGITS` digits after the point); a finer timestamp, ``nan``, ``inf`` and values outside the
+int64 range are bad lines.
+
+A CSV field cannot hold a line break: a quoted field that spans lines is a bad line that says so.
 
 Bad input raises :class:`~sasrec.errors.DataError` naming the file, the line and the problem. With
 ``skip_bad_lines=True`` a bad line is skipped instead and counted in a :class:`ReadStats`. Problems that
@@ -34,6 +40,7 @@ from __future__ import annotations
 import ast
 import csv
 import datetime as _dt
+import decimal
 import gzip
 import itertools
 import json
@@ -42,11 +49,16 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 from sasrec.errors import DataError, SASRecError
 
-Row = tuple[str, str, int | float, int]
+Timestamp = int | Decimal
+"""Whole seconds (or a position) as an int; a fraction of a second as an exact Decimal."""
+
+Row = tuple[str, str, Timestamp, int]
 """``(user, item, timestamp, line_number)``."""
 
 Reader = Callable[..., Iterator[Row]]
@@ -58,7 +70,15 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _INT64 = 2**63
 _INTEGER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_PLAIN_DECIMAL = re.compile(r"(-?[0-9]+)\.([0-9]*)")
 _ISO_START = re.compile(r"[0-9]{4}-?[0-9]{2}")  # YYYY-MM or YYYYMM: worth trying as an ISO-8601 date
+# Fractional seconds of an ISO-8601 time (hh:mm:ss.fff or hhmmss.fff); datetime keeps only 6 digits of them.
+_ISO_FRACTION = re.compile(r"(?<=[T ][0-9]{2}:[0-9]{2}:[0-9]{2})[.,]([0-9]+)|(?<=[T ][0-9]{6})[.,]([0-9]+)")
+FRACTION_DIGITS = 18
+"""Digits after the point a timestamp may have: fractions are kept as integer units of 10**-18 s."""
+_ATTO_INT = 10**FRACTION_DIGITS
+_ATTO = Decimal(_ATTO_INT)
+_EXACT = decimal.Context(prec=80, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)  # exact for int64 seconds + 18 digits
 
 
 @dataclass
@@ -156,7 +176,7 @@ def _decode(raw: bytes) -> str:
 
 def _parse_lines(
     path: Path,
-    parse: Callable[[str, int], Iterable[tuple[str, str, int | float]]],
+    parse: Callable[[str, int], Iterable[tuple[str, str, Timestamp]]],
     *,
     skip_bad_lines: bool,
     stats: ReadStats | None,
@@ -212,19 +232,30 @@ def _int_id(name: str, value: str) -> str:
     return value.lstrip("0") or "0"
 
 
-def _timestamp(name: str, value: str) -> int | float:
-    """An integer (exact), a finite decimal, or an ISO-8601 date/date-time as Unix seconds (module docstring).
+def _timestamp(name: str, value: str) -> Timestamp:
+    """An integer (exact), a finite decimal (exact), or an ISO-8601 date/date-time as Unix seconds (module
+    docstring). A value with a fraction of a second is a Decimal, any other an int.
 
     Raises:
         BadLine: anything else, with the accepted forms.
     """
     value = value.strip()
     if (value.isascii() and value.isdigit()) or _INTEGER.fullmatch(value):  # the common case tested first
-        number: int | float = int(value)
-    elif _DECIMAL.fullmatch(value):
-        number = float(value)
-        if not math.isfinite(number):
-            raise BadLine(f"{name} {value[:40]!r} is out of range")
+        number: Timestamp = int(value)
+    elif plain := _PLAIN_DECIMAL.fullmatch(value):  # 1700000000.123: the usual fractional form, read fast
+        fraction = plain.group(2).rstrip("0")
+        if len(fraction) > FRACTION_DIGITS:
+            raise BadLine(_too_fine(name, value))
+        # exact: a float would merge values 1e-7 s apart at today's Unix times
+        number = Decimal(value) if fraction else int(plain.group(1))
+    elif _DECIMAL.fullmatch(value):  # with an exponent
+        number = Decimal(value)
+        _sign, digits, exponent = number.as_tuple()  # number = digits * 10**exponent, read without rounding
+        zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+        if exponent + zeros >= 0 or not any(digits):  # a whole number
+            number = int(number) if -_INT64 <= number < _INT64 else number
+        elif exponent + zeros < -FRACTION_DIGITS:
+            raise BadLine(_too_fine(name, value))
     elif _ISO_START.match(value):
         number = _iso_seconds(name, value)
     else:
@@ -239,19 +270,55 @@ def _timestamp(name: str, value: str) -> int | float:
     return number
 
 
-def _iso_seconds(name: str, value: str) -> int | float:
-    """Unix seconds of an ISO-8601 date or date-time (naive ones are UTC); int unless it has a fraction."""
+def _too_fine(name: str, value: str) -> str:
+    return (
+        f"{name} {value[:40]!r} has more than {FRACTION_DIGITS} digits after the point, finer than the "
+        "1e-18 s kept exactly; round it"
+    )
+
+
+def _iso_seconds(name: str, value: str) -> Timestamp:
+    """Unix seconds of an ISO-8601 date or date-time (naive ones are UTC); a Decimal if it has a fraction
+    of a second (all its digits kept), else an int."""
+    fraction = _ISO_FRACTION.search(value)
+    digits = ""
+    if fraction is not None:  # parsed here: datetime.fromisoformat drops digits after the sixth
+        digits = fraction.group(1) or fraction.group(2)
+        if len(digits) > FRACTION_DIGITS:
+            raise BadLine(
+                f"{name} {value[:40]!r} has more than {FRACTION_DIGITS} digits of a second, finer than "
+                "the 1e-18 s kept exactly; round it"
+            )
     try:
-        moment = _dt.datetime.fromisoformat(value)
+        moment = _dt.datetime.fromisoformat(
+            value if fraction is None else value[: fraction.start()] + value[fraction.end() :]
+        )
     except ValueError:
         raise BadLine(
             f"{name} {value[:40]!r} is not a valid ISO-8601 date/time (e.g. 2023-11-14 or 2023-11-14T22:13:20Z)"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.UTC)
-    micros = (moment - _EPOCH) // _dt.timedelta(microseconds=1)
-    seconds, rest = divmod(micros, 1_000_000)
-    return seconds if rest == 0 else micros / 1_000_000
+    seconds = (moment - _EPOCH) // _dt.timedelta(seconds=1)
+    if not digits.strip("0"):
+        return seconds
+    return _EXACT.add(Decimal(seconds), Decimal(f"0.{digits}"))
+
+
+def split_seconds(timestamp: int | float | Decimal | Fraction) -> tuple[int, int]:
+    """``(whole, fraction)``: ``floor(timestamp)`` and the rest in integer units of 10**-18 s (``0 <= fraction
+    < 10**18``), so that timestamps compare exactly as two int64 keys. Exact for ints and for the readers'
+    Decimals (at most :data:`FRACTION_DIGITS` digits after the point); finer parts (of a float) are floored.
+    """
+    if isinstance(timestamp, int):
+        return timestamp, 0
+    if isinstance(timestamp, Decimal):  # exact at 80 digits: int64 seconds and 18 more at most from a reader
+        exact = _EXACT.multiply(timestamp, _ATTO)
+        units = int(exact)  # rounds toward 0; floor below:
+        units -= units > exact
+    else:
+        units = math.floor(Fraction(timestamp) * _ATTO_INT)  # exact for float and Fraction
+    return divmod(units, _ATTO_INT)
 
 
 def _text_id(name: str, value: object) -> str:
@@ -306,7 +373,7 @@ def read_movielens_dat(
     """GroupLens ``UserID::MovieID::Rating::Timestamp`` (ml-1m ``ratings.dat``); ratings are ignored."""
     path = check_input_file(path)
 
-    def parse(text: str, number: int) -> list[tuple[str, str, int | float]]:
+    def parse(text: str, number: int) -> list[tuple[str, str, Timestamp]]:
         user, item, _rating, timestamp = _split(text, "::", 4, "UserID::MovieID::Rating::Timestamp")
         return [(_int_id("UserID", user), _int_id("MovieID", item), _timestamp("Timestamp", timestamp))]
 
@@ -316,7 +383,7 @@ def read_movielens_dat(
 def _json_record(text: str) -> dict:
     """Parse a JSON line; fall back to a Python literal (some old Amazon dumps need ``eval``)."""
     try:
-        record = json.loads(text)
+        record = json.loads(text, parse_float=Decimal)  # all digits of a fractional time
     except ValueError as json_exc:
         try:
             record = ast.literal_eval(text)
@@ -337,12 +404,12 @@ def read_amazon_json(
     """
     path = check_input_file(path)
 
-    def parse(text: str, number: int) -> list[tuple[str, str, int | float]]:
+    def parse(text: str, number: int) -> list[tuple[str, str, Timestamp]]:
         record = _json_record(text)
         user = _text_id("reviewerID", _key(record, "reviewerID"))
         item = _text_id("asin", _key(record, "asin"))
         timestamp = _key(record, "unixReviewTime")
-        if isinstance(timestamp, bool) or not isinstance(timestamp, int | float | str):
+        if isinstance(timestamp, bool) or not isinstance(timestamp, int | float | Decimal | str):
             raise BadLine(f"unixReviewTime has unexpected type {type(timestamp).__name__}")
         return [(user, item, _timestamp("unixReviewTime", str(timestamp)))]
 
@@ -383,6 +450,11 @@ def _csv_fields(text: str, delimiter: str) -> list[str]:
     try:
         return next(csv.reader([text], delimiter=delimiter, strict=True))
     except csv.Error as exc:
+        if text.count('"') % 2:  # an unclosed quote: the field goes on on the next line
+            raise BadLine(
+                "a quoted field is not closed on this line; line breaks inside a field are not supported: "
+                "remove them from the file's fields (or check for a stray '\"')"
+            ) from None
         raise BadLine(f"malformed CSV ({exc})") from None
 
 
@@ -429,7 +501,7 @@ def read_csv(
     if not header:
         resolve(None)
 
-    def parse(text: str, number: int) -> list[tuple[str, str, int | float]]:
+    def parse(text: str, number: int) -> list[tuple[str, str, Timestamp]]:
         fields = _csv_fields(text, delimiter)
         if not width:
             needed = 1 + max(i for i in layout.values() if i is not None)

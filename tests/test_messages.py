@@ -1,0 +1,88 @@
+"""One clear line for each bad input a fresh user meets: it names the file, line, tensor or option, and the fix."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from helpers import make_run
+
+from sasrec.cli import main
+from sasrec.data.dataset import read_sasrec_file, write_sasrec_file
+from sasrec.data.readers import read_csv
+from sasrec.data.synthetic import make_synthetic
+from sasrec.errors import DataError
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+def test_ungrouped_sasrec_file_names_the_command_that_fixes_it(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = tmp_path / "log.txt"
+    path.write_text("1 10\n2 20\n1 30\n2 10\n")
+    assert main(["train", "--dataset", str(path), "--epochs", "1"]) == 2
+    line = one_line_error(capsys)
+    assert f"{path}, line 3: user 1 appears again" in line
+    command = re.search(r"`(sasrec preprocess [^`]*)`", line).group(1)
+    assert command.startswith("sasrec preprocess --format sasrec ")
+    # The command as printed works, and its output keeps each user's lines in file order.
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(command)[1:]) == 0
+    capsys.readouterr()
+    fixed = read_sasrec_file(tmp_path / "renumbered" / "log.txt", report=False)
+    assert [fixed[u].tolist() for u in range(fixed.num_users)] == [[1, 3], [2, 1]]  # items 10, 20, 30 -> 1, 2, 3
+
+
+def test_checkpoint_of_another_shape_names_the_tensor_and_both_shapes(tmp_path: Path, capsys) -> None:
+    run = make_run(tmp_path)  # hidden 8
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "hidden": 16}))
+    assert main(["recommend", "--run", str(run), "--history", "m101"]) == 2
+    line = one_line_error(capsys)
+    assert f"checkpoint {run / 'best.safetensors'} does not match the run's config.json" in line
+    assert "tensor item_emb.weight has shape (21, 8) where the model of config.json has (21, 16)" in line
+
+
+def test_checkpoint_missing_a_tensor_names_it(tmp_path: Path, capsys) -> None:
+    run = make_run(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "num_blocks": 3}))
+    assert main(["evaluate", "--run", str(run)]) == 2
+    line = one_line_error(capsys)
+    assert "it has no tensor blocks.2." in line and "more)" in line
+
+
+@pytest.mark.parametrize("option", ["--num-negatives", "--eval-negatives"])
+def test_evaluate_names_the_negatives_option_as_typed(tmp_path: Path, capsys, option: str) -> None:
+    run = make_run(tmp_path)
+    assert main(["evaluate", "--run", str(run), "--protocol", "sampled", option, "1000000000"]) == 2
+    line = one_line_error(capsys)
+    assert line.startswith(f"error: {option} 1000000000: ") and "unseen items" in line
+
+
+def test_epoch_line_shows_the_selection_metrics_k(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "small.txt"
+    write_sasrec_file(make_synthetic(num_users=60, num_items=150, seed=3), data)
+    common = ["train", "--dataset", str(data), "--epochs", "1", "--hidden", "8", "--maxlen", "10"]
+    assert main([*common, "--num-blocks", "1", "--metric", "NDCG@20", "--out", str(tmp_path / "run")]) == 0
+    epoch_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch"))
+    valid = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["valid"]
+    assert f"valid HR@20 {valid['HR@20']:.4f}  NDCG@20 {valid['NDCG@20']:.4f}" in epoch_line
+    assert "@10" not in epoch_line
+
+
+def test_quoted_line_break_in_a_csv_field_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text('user,item,time\nu,a,1\nu,"b\nc",2\n')
+    with pytest.raises(DataError) as info:
+        list(read_csv(path, user_col="user", item_col="item", time_col="time"))
+    assert info.value.line == 3
+    assert "line breaks inside a field are not supported" in str(info.value)
