@@ -45,6 +45,7 @@ from sasrec.distributed import (
     init_from_env,
     loss_weight,
     mean_over_ranks,
+    on_main,
     seed_epoch,
     shard,
     shard_batch,
@@ -160,6 +161,20 @@ def test_single_process_is_a_no_op(monkeypatch):
     barrier(info)
     finish(info)
     cleanup(info)
+
+
+def test_on_main_runs_side_effects_on_rank_zero_only(tmp_path, capsys):
+    from sasrec.runs import RunDir
+
+    run = RunDir(tmp_path)
+    assert on_main(run, DistInfo()) is run and on_main(print, DistInfo(rank=0, world=2)) is print
+    other = DistInfo(rank=1, world=2)
+    assert on_main(run, other).append_log({"epoch": 1}) is None
+    assert on_main(RunDir.check_new, other)(tmp_path / "x") is None
+    on_main(print, other)("from rank 1")
+    assert list(tmp_path.iterdir()) == [] and capsys.readouterr().out == ""
+    on_main(run, DistInfo()).append_log({"epoch": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["log.jsonl"]
 
 
 def test_shard_batch_splits_rows_and_weights_sum_to_world():
@@ -365,7 +380,7 @@ def test_torchrun_train_and_resume_match_a_single_process_run(tmp_path):
     }
     env.pop("WORLD_SIZE", None)
 
-    def torchrun(*args: str) -> None:
+    def torchrun(*args: str) -> str:
         cmd = [
             sys.executable,
             "-m",
@@ -381,12 +396,15 @@ def test_torchrun_train_and_resume_match_a_single_process_run(tmp_path):
         ]
         done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
 
     run = tmp_path / "ddp"
-    torchrun(*common, "--out", str(run))
+    printed = torchrun(*common, "--out", str(run))
+    assert printed.count("best epoch") == 1, printed  # the results, printed by rank 0 alone
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "epochs": 3}))  # as if interrupted after epoch 2
-    torchrun("--resume", str(run), "--quiet")
+    printed = torchrun("--resume", str(run), "--quiet")
+    assert printed.count("resuming") == 1 and printed.count("best epoch") == 1, printed
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert {"best.safetensors", "last.safetensors", "results.json", "learning_curve.png"} <= {

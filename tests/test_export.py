@@ -86,10 +86,13 @@ def test_long_histories_read_their_last_maxlen(exported: tuple[Recommender, ort.
     for row, history in enumerate(rows):
         np.testing.assert_allclose(scores[row, 1:], pytorch_scores(rec, history)[1:], rtol=0, atol=1e-5)
     assert read.tolist() == [MAXLEN, MAXLEN, MAXLEN, 4] and skipped.tolist() == [0, 0, 0, 0]
-    # Not merely the model's reading of the whole history: the window really matters for these rows.
+    # The window really matters for these rows: the oldest maxlen ids score differently, and the model itself
+    # refuses the whole history.
     with torch.no_grad():
-        untruncated = rec.model.score(rec.model.last_hidden(torch.tensor([rows[0]])))[0].numpy()
-    assert np.abs(untruncated[1:] - scores[0, 1:]).max() > 1e-3
+        oldest = rec.model.score(rec.model.last_hidden(torch.tensor([rows[0][:MAXLEN]])))[0].numpy()
+        with pytest.raises(ValueError, match="longer than this model's maxlen"):
+            rec.model.last_hidden(torch.tensor([rows[0]]))
+    assert np.abs(oldest[1:] - scores[0, 1:]).max() > 1e-3
 
 
 LONG = [i % NUM_ITEMS + 1 for i in range(3 * MAXLEN + 3)]

@@ -9,8 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sasrec.data.dataset import Sequences
+from sasrec.evaluate import ModelScorer
+from sasrec.export import ScoringNetwork
+from sasrec.kernels import CausalAttentionWithDropout, CPUKernels
 from sasrec.losses import BCELoss
-from sasrec.model import SASRec
+from sasrec.model import SASRec, TorchKernels, causal_attention
+from sasrec.recommend import Recommender
 
 
 def make_model(norm_first: bool = False, dropout: float = 0.0, maxlen: int = 8, heads: int = 1) -> SASRec:
@@ -157,16 +162,53 @@ def test_untied_output_scores_with_its_own_embedding() -> None:
     assert model.out_emb.weight.grad.abs().sum() > 0 and model.item_emb.weight.grad.abs().sum() > 0
 
 
-def test_fast_dropout_keeps_expected_fraction_and_mean() -> None:
-    model = SASRec(num_items=5, maxlen=4, hidden=8, dropout=0.3).train()
-    model.set_dropout_generator(np.random.default_rng(0))
+def test_cpu_dropout_keeps_expected_fraction_and_mean() -> None:
     x = torch.ones(200_000)
-    y = model.emb_dropout(x)
+    y = CPUKernels(np.random.default_rng(0)).dropout(x, 0.3)
     assert abs((y == 0).float().mean().item() - 0.3) < 0.01
     assert abs(y.mean().item() - 1.0) < 0.01
     # Same generator state, same mask: dropout is reproducible.
-    model.set_dropout_generator(np.random.default_rng(0))
-    torch.testing.assert_close(model.emb_dropout(x), y)
+    torch.testing.assert_close(CPUKernels(np.random.default_rng(0)).dropout(x, 0.3), y)
+
+
+class SameMasks(TorchKernels):
+    """The model's plain computation (``x * mask`` and :func:`causal_attention`), with CPUKernels' masks."""
+
+    def __init__(self, seed: int):
+        self.masks = CPUKernels(np.random.default_rng(seed))
+
+    def dropout(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        keep, scale = self.masks.mask(x.shape, p)
+        return x * keep * scale
+
+    def causal_attention_with_dropout(self, q, k, v, p: float) -> torch.Tensor:
+        keep, scale = self.masks.mask((*q.shape[:-1], k.shape[-2]), p)
+        return causal_attention(q, k, v, dropout=lambda weights: weights * keep * scale)
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_cpu_kernels_train_as_the_plain_computation_with_the_same_masks(heads: int) -> None:
+    """A training step through CPUKernels gives the plain path's loss and gradients, for the same masks."""
+    seq = torch.tensor([[3, 4, 5, 6, 0], [7, 8, 0, 0, 0], [1, 2, 3, 4, 5]])
+    pos = torch.tensor([[4, 5, 6, 7, 0], [8, 9, 0, 0, 0], [2, 3, 4, 5, 6]])
+    neg = torch.randint(1, 21, (3, 5, 2), generator=torch.Generator().manual_seed(0))
+
+    def step(kernels: TorchKernels) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        model = SASRec(num_items=20, maxlen=8, hidden=12, num_heads=heads, dropout=0.4, kernels=kernels)
+        model = model.double().train()
+        real = pos > 0
+        loss = BCELoss(2)(model(seq)[real], pos[real], neg[real], model.output_weight)
+        loss.backward()
+        return loss.detach(), [p.grad for p in model.parameters()]
+
+    fast_loss, fast_grads = step(CPUKernels(np.random.default_rng(5)))
+    plain_loss, plain_grads = step(SameMasks(5))
+    other_loss, _ = step(SameMasks(6))
+    torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-12, atol=1e-12)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(fast_loss, other_loss)  # the masks matter: the comparison is not vacuous
 
 
 def test_tiny_model_fits_tiny_dataset() -> None:
@@ -207,36 +249,64 @@ def test_last_hidden_equals_forward_at_last_positions(norm_first: bool, heads: i
 
 @pytest.mark.parametrize("heads", [1, 2])
 def test_attention_with_dropout_matches_autograd_of_the_plain_expression(heads: int) -> None:
-    """The hand-written backward of the dropout-attention kernel equals autograd of the plain formula."""
-    from sasrec.model import _CausalAttentionWithDropout
-
+    """The hand-written backward of the dropout-attention kernel equals autograd of the model's plain
+    :func:`causal_attention` with the same mask."""
     g = torch.Generator().manual_seed(0)
     B, T, dh = 3, 6, 4
     q, k, v = (torch.randn(B, heads, T, dh, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
     keep = torch.rand(B, heads, T, T, generator=g) > 0.3
     scale = 1 / 0.7
 
-    def plain():
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(dh)
-        scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), -math.inf)
-        return (torch.softmax(scores, -1) * keep * scale) @ v
-
     upstream = torch.randn(B, heads, T, dh, generator=g, dtype=torch.float64)
-    got = _CausalAttentionWithDropout.apply(q, k, v, keep, scale)
-    want = plain()
+    got = CausalAttentionWithDropout.apply(q, k, v, keep, scale)
+    want = causal_attention(q, k, v, dropout=lambda weights: weights * keep * scale)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     grads_got = torch.autograd.grad(got, (q, k, v), upstream)
     grads_want = torch.autograd.grad(want, (q, k, v), upstream)
     for a, b in zip(grads_got, grads_want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda q, k, v: _CausalAttentionWithDropout.apply(q, k, v, keep, scale), (q, k, v))
+    assert torch.autograd.gradcheck(lambda q, k, v: CausalAttentionWithDropout.apply(q, k, v, keep, scale), (q, k, v))
 
 
 def test_numpy_dropout_masks_stay_off_non_cpu_devices() -> None:
-    """With a NumPy generator set (as the trainer does), a model on another device (here PyTorch's shape-only
-    ``meta`` device, standing in for CUDA) uses torch's dropout everywhere instead of CPU masks."""
-    model = SASRec(num_items=20, maxlen=8, hidden=12, dropout=0.3).to("meta")
-    model.set_dropout_generator(np.random.default_rng(0))
+    """With CPUKernels (as the trainer builds it), a model on another device (here PyTorch's shape-only
+    ``meta`` device, standing in for CUDA) uses torch's dropout everywhere and draws no NumPy mask."""
+    rng = np.random.default_rng(0)
+    before = rng.bit_generator.state
+    model = SASRec(num_items=20, maxlen=8, hidden=12, dropout=0.3, kernels=CPUKernels(rng)).to("meta")
     model.train()
     out = model(torch.ones(2, 5, dtype=torch.long, device="meta"))
     assert out.shape == (2, 5, 12) and out.device.type == "meta"
+    assert rng.bit_generator.state == before
+
+
+# ------------------------------------------------------------------ sequences longer than maxlen
+
+
+def test_a_sequence_longer_than_maxlen_is_refused() -> None:
+    model = make_model(maxlen=4)
+    too_long = torch.tensor([[1, 2, 3, 4, 5], [1, 2, 0, 0, 0]])
+    for method in (model.forward, model.last_hidden):
+        with pytest.raises(ValueError, match="5 items are longer than this model's maxlen 4"):
+            method(too_long)
+    assert model(too_long[:, :4]).shape == (2, 4, 12)  # maxlen itself is fine
+
+
+def test_callers_read_the_last_maxlen_items_of_a_long_history() -> None:
+    """recommend (and serve, which calls it), evaluation and the exported network truncate a long history to
+    its last maxlen items before the model sees it, and give what the truncated history gives."""
+    model = make_model(maxlen=4)
+    history = [3, 9, 1, 14, 6, 2, 11]
+    recent = history[-4:]
+    rec = Recommender(model)
+    assert rec.recommend(history, k=5, exclude_seen=False) == rec.recommend(recent, k=5, exclude_seen=False)
+    long_scores = rec.score_ids([history])
+    torch.testing.assert_close(long_scores, rec.score_ids([recent]))
+    assert not torch.equal(long_scores, rec.score_ids([history[:4]]))  # the window is the *last* items
+
+    histories = Sequences.from_lists([history, recent], num_items=20)
+    scorer = ModelScorer(model)
+    torch.testing.assert_close(*scorer.encode(histories, np.array([0, 1])))
+
+    exported, _, _ = ScoringNetwork(model)(torch.tensor([history]))
+    torch.testing.assert_close(exported[0], model.score(model.last_hidden(torch.tensor([recent])))[0])

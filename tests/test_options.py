@@ -27,7 +27,7 @@ from sasrec.config import BATCHINGS, LOSS_NAMES, MAX_DROPOUT, Config, resolve
 from sasrec.data.dataset import write_sasrec_file
 from sasrec.data.synthetic import make_synthetic
 from sasrec.errors import ConfigError
-from sasrec.model import Dropout
+from sasrec.kernels import CPUKernels
 
 # Placeholders: RUN a run directory, DATA its dataset file, DIR an existing directory, FILE an existing file,
 # MISSING a path that does not exist, RO a directory nobody may write in, OUT a fresh path for this case only.
@@ -393,9 +393,7 @@ def test_choices_match_the_library() -> None:
 
 
 def test_largest_accepted_dropout_works_and_the_next_is_refused() -> None:
-    layer = Dropout(MAX_DROPOUT)
-    layer.rng = np.random.default_rng(0)
-    keep, scale = layer.mask(torch.Size([4, 1 << 14]))
+    keep, scale = CPUKernels(np.random.default_rng(0)).mask(torch.Size([4, 1 << 14]), MAX_DROPOUT)
     assert scale == 65536.0 and 0 < int(keep.sum()) < keep.numel()
     resolve({"dropout": MAX_DROPOUT})
     with pytest.raises(ConfigError, match="dropout"):

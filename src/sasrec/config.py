@@ -38,7 +38,7 @@ PRECISIONS = ("fp32", "bf16", "auto")  # --precision; see sasrec.precision
 
 # The names sasrec.sampling.BATCHING holds (not imported here: it loads torch).
 BATCHINGS = ("random", "shuffle", "bucket")
-# Dropout masks keep a value when a random uint16 is >= round(p * 65536) (sasrec.model.Dropout.mask): a rate
+# Dropout masks keep a value when a random uint16 is >= round(p * 65536) (sasrec.kernels.CPUKernels.mask): a rate
 # that rounds to 65536 would keep nothing and scale by 1/0, so the largest usable rate is 65535/65536.
 MAX_DROPOUT = 65535 / 65536
 # Counts without a tighter bound stay within int32, what the samplers' and index tensors' arithmetic holds;

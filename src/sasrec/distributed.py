@@ -28,7 +28,8 @@ How the work is split between the N processes ("ranks"):
 * **Evaluation.** Users are split across ranks (:func:`shard`), each rank adds up its metric sums, and
   :func:`all_reduce_sums` adds them over ranks before dividing, so the metrics are the single-process ones
   (up to the order of float64 additions, about 1e-16).
-* **Side effects.** Only rank 0 (``DistInfo.is_main``) writes checkpoints, logs, plots and prints.
+* **Side effects.** Only rank 0 (``DistInfo.is_main``) writes checkpoints, logs, plots and prints: the
+  training loop makes those calls through :func:`on_main`, which does nothing on the other ranks.
 * **Decisions.** Every rank must leave the training loop at the same epoch. Early stopping is decided on
   all-reduced metrics, so ranks agree; a clock-based stop must go through :func:`any_rank`.
 
@@ -45,7 +46,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -56,6 +57,7 @@ from sasrec.errors import ConfigError, SASRecError
 from sasrec.evaluate import EvalResult, Evaluator, Scorer
 from sasrec.sampling import Batch
 
+T = TypeVar("T")
 TIMEOUT_ENV = "SASREC_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 600.0
 # Messages of the errors a failed collective raises (gloo raises plain RuntimeErrors).
@@ -91,6 +93,39 @@ class DistInfo:
     def enabled(self) -> bool:
         """True when running under a process group (even of one process)."""
         return self.backend is not None
+
+
+def on_main(target: T, info: DistInfo) -> T:
+    """``target`` itself on rank 0 (and in a single process); on the other ranks a stand-in that ignores every
+    call: calling it, or any method of it, does nothing and returns None.
+
+    The seam for side effects only one process of a job may have (writing the run directory, printing), so
+    that the code making them reads as single-process code::
+
+        out = on_main(run, info)      # a RunDir
+        out.append_log(record)        # rank 0 writes, the others skip
+        on_main(print, info)("done")
+
+    Only for calls made for their effect: attributes that are not methods, and return values, exist on rank 0
+    alone (read those from ``target``).
+    """
+    return target if info.is_main else _IGNORE
+
+
+class _Ignore:
+    """Off rank 0, what :func:`on_main` returns: every call, and every method's call, does nothing."""
+
+    def __getattr__(self, name: str) -> _Ignore:
+        return self
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "<ignored off rank 0>"
+
+
+_IGNORE = _Ignore()
 
 
 def timeout_from_env() -> timedelta:

@@ -6,18 +6,21 @@ item is always at position ``maxlen - 1``), so the model computes exactly what t
 real positions, while a plain causal mask also hides every padding key (padding only ever comes *after* real
 items). That makes batches trimmable to their longest sequence and lets PyTorch's fused causal attention
 kernel run without an explicit mask.
+
+Training draws random dropout masks in two places, on activations and on attention weights; how is the
+``kernels`` object's business (:class:`TorchKernels` here, the plain computation; :mod:`sasrec.kernels` for
+the faster CPU versions), passed in at construction. Nothing else about the network depends on it.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 # MKL's strict conditional numerical reproducibility: a matrix product gives the same bits at any thread count
 # (by default MKL splits a long inner dimension, such as the B * T positions a weight gradient sums over,
@@ -39,68 +42,55 @@ class LayerNorm(nn.LayerNorm):
         return torch.addcmul(self.bias, F.layer_norm(x, self.normalized_shape, None, None, self.eps), self.weight)
 
 
-class Dropout(nn.Module):
-    """Inverted dropout, optionally drawing its masks from a NumPy generator.
+class TorchKernels:
+    """The plain computation of the model's two random operations: ``F.dropout`` and attention spelled out.
 
-    On CPU, ``torch.bernoulli_`` is slow (it was 35% of the reference's step time); a mask made from
-    NumPy's PCG64 random bytes costs about a fifth as much. The keep threshold is a multiple of 1/65536
-    and the scale uses the exact keep probability, so the layer stays unbiased. With no generator set (the
-    default, and always on GPU) it is ``torch.nn.functional.dropout``.
+    The model's default, on any device. :class:`sasrec.kernels.CPUKernels` has the same interface and computes
+    the same values for the same dropout masks, faster on the CPU; pass either as ``SASRec(kernels=...)``.
     """
 
-    def __init__(self, p: float):
+    def dropout(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        """Inverted dropout of rate ``p`` (training mode): each value zeroed with probability ``p``, the rest
+        scaled by ``1 / (1 - p)``. Any shape."""
+        return F.dropout(x, p, True)
+
+    def causal_attention_with_dropout(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float
+    ) -> torch.Tensor:
+        """``dropout(softmax(causal(q k^T / sqrt(dh)))) v``: q, k, v ``(B, h, T, dh)`` -> ``(B, h, T, dh)``."""
+        return causal_attention(q, k, v, dropout=lambda weights: self.dropout(weights, p))
+
+
+def causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Scaled dot-product attention where position t attends to positions <= t, with ``dropout`` applied to the
+    ``(B, h, T, T)`` attention weights, as the reference (tf.layers.dropout on the softmax output).
+
+    Shapes: q, k, v ``(B, h, T, dh)`` -> ``(B, h, T, dh)``.
+    """
+    T = q.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
+    weights = torch.softmax(scores.masked_fill_(future, -torch.inf), dim=-1)
+    return (weights if dropout is None else dropout(weights)) @ v
+
+
+class Dropout(nn.Module):
+    """Inverted dropout of rate ``p`` with its masks from ``kernels``; the identity in eval mode or at rate 0."""
+
+    def __init__(self, p: float, kernels: TorchKernels):
         super().__init__()
         self.p = p
-        self.rng: np.random.Generator | None = None
+        self.kernels = kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if self.rng is None or x.device.type != "cpu":
-            return F.dropout(x, self.p, True)
-        keep, scale = self.mask(x.shape)
-        return x * keep.to(x.dtype).mul_(scale)  # one float mask: one multiply forward and backward
-
-    def mask(self, shape: torch.Size) -> tuple[torch.Tensor, float]:
-        """A boolean keep-mask of ``shape`` from the NumPy generator, and the scale of kept values."""
-        threshold = round(self.p * 65536)
-        keep = np.frombuffer(self.rng.bytes(2 * math.prod(shape)), dtype=np.uint16) >= threshold
-        return torch.from_numpy(keep).view(shape), 65536 / (65536 - threshold)
-
-
-class _CausalAttentionWithDropout(torch.autograd.Function):
-    """``dropout(softmax(causal(q k^T / sqrt(dh)))) v`` for a given keep-mask, with a hand-written backward.
-
-    Autograd of the spelled-out expression walks the ``(B, h, T, T)`` tensors about twice as often as
-    needed (separate scale, mask-fill, dropout and their backward passes, each allocating); this version
-    scales the small ``q`` instead of the scores, works in place and keeps the attention weights for backward
-    (30% less time per block at ML-1M's T = 200). Shapes: q, k, v ``(B, h, T, dh)``, keep ``(B, h, T, T)`` bool.
-    """
-
-    @staticmethod
-    def forward(
-        ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float
-    ) -> torch.Tensor:
-        T = q.shape[-2]
-        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (B, h, T, T)
-        scores.masked_fill_(torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1), -math.inf)
-        weights = torch.softmax(scores, dim=-1)
-        del scores
-        dropped = weights * keep
-        ctx.save_for_backward(q, k, v, keep, weights, dropped)
-        ctx.scale = scale
-        return (dropped @ v).mul_(scale)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
-        q, k, v, keep, weights, dropped = ctx.saved_tensors
-        grad = grad * ctx.scale
-        grad_v = dropped.transpose(-2, -1) @ grad
-        # softmax backward, in place: ds = w * (dw - sum(dw * w)), with dw = (grad v^T) * keep
-        ds = (grad @ v.transpose(-2, -1)).mul_(keep).mul_(weights)
-        ds.addcmul_(weights, ds.sum(-1, keepdim=True), value=-1.0).mul_(1.0 / math.sqrt(q.shape[-1]))
-        return ds @ k, ds.transpose(-2, -1) @ q, grad_v, None, None
+        return self.kernels.dropout(x, self.p)
 
 
 class CausalSelfAttention(nn.Module):
@@ -110,10 +100,11 @@ class CausalSelfAttention(nn.Module):
     values (kang205/SASRec ``multihead_attention(queries=normalize(seq), keys=seq)``).
     """
 
-    def __init__(self, hidden: int, num_heads: int, dropout: float):
+    def __init__(self, hidden: int, num_heads: int, dropout: float, kernels: TorchKernels):
         super().__init__()
         self.num_heads = num_heads
-        self.dropout = Dropout(dropout)
+        self.dropout_p = dropout  # on the attention weights
+        self.kernels = kernels
         self.q_proj = nn.Linear(hidden, hidden)
         self.kv_proj = nn.Linear(hidden, 2 * hidden)
         self.out_proj = nn.Linear(hidden, hidden)  # as torch.nn.MultiheadAttention in pmixer/SASRec.pytorch
@@ -133,18 +124,12 @@ class CausalSelfAttention(nn.Module):
         if key_limit is not None:
             allowed = torch.arange(T, device=keys.device) <= key_limit[:, None]  # (B, T)
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=allowed[:, None, None, :], dropout_p=self.dropout.p if self.training else 0.0
+                q, k, v, attn_mask=allowed[:, None, None, :], dropout_p=self.dropout_p if self.training else 0.0
             )
-        elif self.training and self.dropout.p > 0:
-            # Dropout on the attention weights, as the reference (tf.layers.dropout on the softmax output).
-            # The fused kernel cannot take our dropout masks, so this branch spells attention out.
-            if self.dropout.rng is None or q.device.type != "cpu":  # NumPy masks are for the CPU only
-                scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(d // h))
-                future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1)
-                out = self.dropout(torch.softmax(scores.masked_fill_(future, -torch.inf), dim=-1)) @ v
-            else:
-                keep, scale = self.dropout.mask((B, h, T, T))
-                out = _CausalAttentionWithDropout.apply(q, k, v, keep, scale)
+        elif self.training and self.dropout_p > 0:
+            # Dropout on the attention weights, as the reference (tf.layers.dropout on the softmax output). The
+            # fused kernel below would draw its own masks; the kernels draw theirs, reproducibly.
+            out = self.kernels.causal_attention_with_dropout(q, k, v, self.dropout_p)
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out_proj(out.transpose(1, 2).reshape(B, Tq, d))
@@ -153,11 +138,11 @@ class CausalSelfAttention(nn.Module):
 class PointWiseFeedForward(nn.Module):
     """FFN(x) = ReLU(x W1 + b1) W2 + b2, applied at every position, with dropout after each layer."""
 
-    def __init__(self, hidden: int, dropout: float):
+    def __init__(self, hidden: int, dropout: float, kernels: TorchKernels):
         super().__init__()
         self.fc1 = nn.Linear(hidden, hidden)
         self.fc2 = nn.Linear(hidden, hidden)
-        self.dropout = Dropout(dropout)
+        self.dropout = Dropout(dropout, kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.dropout(F.relu(self.fc1(x)))))
@@ -170,13 +155,13 @@ class Block(nn.Module):
     ``norm_first=True`` (pre-LN, as pmixer's option): ``x = x + Attn(LN(x), LN(x)); x = x + FFN(LN(x))``.
     """
 
-    def __init__(self, hidden: int, num_heads: int, dropout: float, norm_first: bool):
+    def __init__(self, hidden: int, num_heads: int, dropout: float, norm_first: bool, kernels: TorchKernels):
         super().__init__()
         self.norm_first = norm_first
         self.attn_norm = LayerNorm(hidden, eps=1e-8)
-        self.attn = CausalSelfAttention(hidden, num_heads, dropout)
+        self.attn = CausalSelfAttention(hidden, num_heads, dropout, kernels)
         self.ffn_norm = LayerNorm(hidden, eps=1e-8)
-        self.ffn = PointWiseFeedForward(hidden, dropout)
+        self.ffn = PointWiseFeedForward(hidden, dropout, kernels)
 
     def forward(self, x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, d)`` -> ``(B, T, d)``; with ``last`` ``(B,)``, only each row's position ``last[b]``:
@@ -212,6 +197,9 @@ class SASRec(nn.Module):
         norm_first: pre-LN blocks instead of the reference's arrangement.
         tied_output: score items with the input item embedding (the paper); False learns a separate output
             embedding ``out_emb`` (gSASRec's default).
+        kernels: how dropout masks are drawn and attention with dropout is computed in training:
+            :class:`TorchKernels` (the default) or :class:`sasrec.kernels.CPUKernels` (faster on the CPU, masks
+            from a NumPy generator). Evaluation does not use them.
     """
 
     def __init__(
@@ -224,14 +212,16 @@ class SASRec(nn.Module):
         dropout: float = 0.2,
         norm_first: bool = False,
         tied_output: bool = True,
+        kernels: TorchKernels | None = None,
     ):
         super().__init__()
+        kernels = kernels or TorchKernels()
         self.num_items = num_items
         self.maxlen = maxlen
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(maxlen, hidden)
-        self.emb_dropout = Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(hidden, num_heads, dropout, norm_first) for _ in range(num_blocks))
+        self.emb_dropout = Dropout(dropout, kernels)
+        self.blocks = nn.ModuleList(Block(hidden, num_heads, dropout, norm_first, kernels) for _ in range(num_blocks))
         self.last_norm = LayerNorm(hidden, eps=1e-8)
         self.out_emb = None if tied_output else nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.reset_parameters()
@@ -253,12 +243,6 @@ class SASRec(nn.Module):
         """``(num_items + 1, d)``: the item vectors that scores are dot products with (row 0 is padding)."""
         return self.item_emb.weight if self.out_emb is None else self.out_emb.weight
 
-    def set_dropout_generator(self, rng: np.random.Generator | None) -> None:
-        """Draw every dropout mask from ``rng`` (fast on CPU; see :class:`Dropout`), or from torch if None."""
-        for module in self.modules():
-            if isinstance(module, Dropout):
-                module.rng = rng
-
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """Hidden states for every position.
 
@@ -266,6 +250,8 @@ class SASRec(nn.Module):
             seq: ``(B, T)`` item ids, right-padded with 0, ``T <= maxlen``.
         Returns:
             ``(B, T, d)``: ``out[b, t]`` summarises ``seq[b, :t+1]``; values at padding positions are meaningless.
+        Raises:
+            ValueError: ``T > maxlen``; a caller with longer histories passes their last ``maxlen`` items.
         """
         x, real = self._embed(seq)
         for block in self.blocks:
@@ -273,18 +259,28 @@ class SASRec(nn.Module):
         return self.last_norm(x)
 
     def _embed(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T)`` right-padded ids -> (embedded sequence ``(B, T, d)``, real-item mask ``(B, T, 1)``)."""
+        if seq.shape[1] > self.maxlen:
+            raise ValueError(
+                f"sequences of {seq.shape[1]} items are longer than this model's maxlen {self.maxlen}: "
+                f"pass the last {self.maxlen} items of each (the model has no position beyond them)"
+            )
         real = (seq > 0).unsqueeze(-1)  # (B, T, 1), the reference's "timeline mask"
         lengths = real.sum(1)  # (B, 1)
-        # Reference position of column t: the last real item sits at maxlen - 1 (see module docstring).
-        positions = (torch.arange(seq.shape[1], device=seq.device) + (self.maxlen - lengths)).clamp_(0, self.maxlen - 1)
+        # Reference position of column t: the last real item sits at maxlen - 1 (see module docstring). Padding
+        # columns would fall past the table; they take its last row, and `real` zeroes them.
+        positions = (torch.arange(seq.shape[1], device=seq.device) + (self.maxlen - lengths)).clamp_(
+            max=self.maxlen - 1
+        )
         x = self.item_emb(seq) * math.sqrt(self.item_emb.embedding_dim) + self.pos_emb(positions)
         return self.emb_dropout(x) * real, real
 
     def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` right-padded histories -> ``(B, d)``, the hidden state at each row's last real item.
+        """``(B, T)`` right-padded histories, ``T <= maxlen`` -> ``(B, d)``, the hidden state at each row's last
+        real item.
 
         Equals ``forward(seq)`` at those positions, but the last block computes only them (about a quarter
-        less work with two blocks).
+        less work with two blocks). Raises ValueError when ``T > maxlen``, as :meth:`forward`.
         """
         x, real = self._embed(seq)
         last = real.sum((1, 2)).clamp_(min=1) - 1

@@ -44,7 +44,7 @@ from sasrec.config import Config, config_from_dict, dataset_path
 from sasrec.data import registry
 from sasrec.data.dataset import Sequences, file_sha256, read_sasrec_file
 from sasrec.errors import ConfigError, SASRecError
-from sasrec.model import SASRec
+from sasrec.model import SASRec, TorchKernels
 
 CONFIG, FINGERPRINT, LOG, LAST, BEST, RESULTS, CURVE = (
     "config.json",
@@ -115,8 +115,12 @@ def relocate_dataset(config: Config, data_dir: str | Path | None) -> Config:
     return dataclasses.replace(config, dataset=str((Path(data_dir) / Path(config.dataset).name).resolve()))
 
 
-def build_model(config: Config, num_items: int) -> SASRec:
-    """A freshly initialised :class:`SASRec` with the config's architecture over ``num_items`` items."""
+def build_model(config: Config, num_items: int, kernels: TorchKernels | None = None) -> SASRec:
+    """A freshly initialised :class:`SASRec` with the config's architecture over ``num_items`` items.
+
+    ``kernels``: the model's dropout and attention-with-dropout computation in training (see
+    :class:`sasrec.model.TorchKernels`; the default is the plain one).
+    """
     return SASRec(
         num_items,
         maxlen=config.maxlen,
@@ -126,6 +130,7 @@ def build_model(config: Config, num_items: int) -> SASRec:
         dropout=config.dropout,
         norm_first=config.norm_first,
         tied_output=config.tied_output,
+        kernels=kernels,
     )
 
 

@@ -26,6 +26,7 @@ from sasrec.data.dataset import Sequences, Split, split_leave_one_out
 from sasrec.distributed import DistInfo
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.evaluate import Evaluator, ModelScorer
+from sasrec.kernels import CPUKernels
 from sasrec.losses import fixed_order_sum, make_loss
 from sasrec.preflight import check_run
 from sasrec.runs import CONFIG, RunDir, build_model, default_run_dir, load_dataset, pick_device, relocate_dataset
@@ -39,7 +40,9 @@ class Trainer:
     sampled protocol's negatives for validation and the final test, so a run that cannot finish fails here,
     before its first epoch, and writes nothing: ``run``'s directory need not exist yet.
 
-    ``dist``: this process's place in a torchrun job (default: a single process). Only its main rank writes.
+    ``dist``: this process's place in a torchrun job (default: a single process). Only its main rank writes
+    and prints: those calls go through ``self.out`` (the run directory) and ``self.say``, which do nothing on
+    the other ranks (:func:`sasrec.distributed.on_main`).
 
     Raises:
         ConfigError: a setting that cannot work on this dataset, naming the option (see :mod:`sasrec.preflight`).
@@ -56,6 +59,8 @@ class Trainer:
         self.config = config
         self.run = run
         self.dist = dist or DistInfo()
+        self.out = distributed.on_main(run, self.dist)
+        self.say = distributed.on_main(say, self.dist)
         self.quiet = config.quiet or not self.dist.is_main
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -67,12 +72,11 @@ class Trainer:
         self.loss_fn = make_loss(config.loss, config.negatives, **config.loss_options)
         check_run(config, self.split, self.loss_fn)
         self.device = self.dist.device if self.dist.enabled else pick_device(config.device)
-        self.model = build_model(config, data.num_items).to(self.device)
-        self.precision = precision.resolve(config.precision, self.device)  # "fp32" or "bf16"
-        self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
-        self.model.set_dropout_generator(self.dropout_rng)
+        self.model = build_model(config, data.num_items, CPUKernels(self.dropout_rng)).to(self.device)
+        self.precision = precision.resolve(config.precision, self.device)  # "fp32" or "bf16"
+        self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=config.lr,
@@ -178,25 +182,21 @@ class Trainer:
                 value = metrics[cfg.metric]
                 if value > self.best["value"]:
                     self.best = {"epoch": self.epoch, "value": value, "bad_evals": 0}
-                    if self.dist.is_main:
-                        meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
-                        self.run.save_best(self.model, meta)
+                    meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
+                    self.out.save_best(self.model, meta)
                 else:
                     self.best["bad_evals"] += 1
                     stop = cfg.patience > 0 and self.best["bad_evals"] >= cfg.patience
-            if self.dist.is_main:
-                self.run.append_log(record)  # log first: resume drops lines newer than the checkpoint
-                self._save_last()
+            self.out.append_log(record)  # log first: resume drops lines newer than the checkpoint
+            self._save_last()
             if not self.quiet:
                 print(_format_record(record, cfg.metric), flush=True)
             if stop:
-                if self.dist.is_main:
-                    print(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations", flush=True)
+                self.say(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations")
                 break
             over_budget = time.perf_counter() - started > 60 * cfg.max_minutes
             if cfg.max_minutes and distributed.any_rank(over_budget, self.dist):  # all ranks stop together
-                if self.dist.is_main:
-                    print(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}", flush=True)
+                self.say(f"time budget of {cfg.max_minutes} minutes reached after epoch {self.epoch}")
                 break
         return self.best
 
@@ -220,7 +220,7 @@ class Trainer:
             "dropout_rng": self.dropout_rng.bit_generator.state,
             "num_items": self.split.num_items,
         }
-        self.run.save_last(self.model, meta, self.optimizer, {"torch_rng": torch.get_rng_state()})
+        self.out.save_last(self.model, meta, self.optimizer, {"torch_rng": torch.get_rng_state()})
 
     def resume(self) -> None:
         """Continue from ``last.safetensors``, or from epoch 0 when no epoch was saved (a run killed early).
@@ -233,10 +233,9 @@ class Trainer:
         if self.fingerprint:
             self.run.check_dataset(self.config.dataset, self.fingerprint)
         if not self.run.has_epoch():
-            if self.dist.is_main:
-                self.run.discard_unsaved()
-                if self.fingerprint and self.run.dataset_fingerprint() is None:
-                    self.run.write_fingerprint(self.fingerprint)
+            self.out.discard_unsaved()
+            if self.fingerprint and self.run.dataset_fingerprint() is None:
+                self.out.write_fingerprint(self.fingerprint)
             return
         meta, extra = self.run.load_checkpoint(
             "last",
@@ -265,8 +264,7 @@ class Trainer:
         self.sampler.rng.bit_generator.state = meta["sampler_rng"]
         self.dropout_rng.bit_generator.state = meta["dropout_rng"]
         torch.set_rng_state(extra["torch_rng"])
-        if self.dist.is_main:
-            self.run.truncate_log(self.epoch)
+        self.out.truncate_log(self.epoch)
 
     def test(self) -> dict[str, Any]:
         """Evaluate the best checkpoint once on the test split, under both protocols."""
@@ -283,8 +281,7 @@ class Trainer:
             results[protocol] = distributed.evaluate(
                 evaluator, scorer, self.dist, progress=False if self.quiet else None
             ).to_json()
-        if self.dist.is_main:
-            self.run.write_results(results)
+        self.out.write_results(results)
         return results
 
 
@@ -389,47 +386,42 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
     else:
         # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
         run = RunDir(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
-        if info.is_main:
-            RunDir.check_new(run.path)
+        distributed.on_main(RunDir.check_new, info)(run.path)
     # Before the directory is made: a run that could not finish fails here, leaving nothing behind.
     trainer = Trainer(config, run, data, fingerprint, dist=info)
-    if resume is None and info.is_main:
-        RunDir.create(run.path)
-    if info.is_main:
-        run.lock()
+    out = trainer.out
+    if resume is None:
+        out.create(run.path)
+    out.lock()
     try:
         results = _run(trainer, resume is not None)
     except BaseException as exc:
-        if info.is_main:
-            what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-            if resume is None and not run.has_epoch():
-                run.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
-                if isinstance(exc, KeyboardInterrupt):
-                    print(f"\n{what} before the first epoch was saved; nothing was kept", flush=True)
-            elif isinstance(exc, KeyboardInterrupt):
-                print(f"\n{what}; continue with `sasrec train --resume {run.path}`", flush=True)
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        if resume is None and not run.has_epoch():
+            out.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
+            if isinstance(exc, KeyboardInterrupt):
+                trainer.say(f"\n{what} before the first epoch was saved; nothing was kept")
+        elif isinstance(exc, KeyboardInterrupt):
+            trainer.say(f"\n{what}; continue with `sasrec train --resume {run.path}`")
         raise
     finally:
         run.unlock()
-    if info.is_main:
-        print_results(results, config.metric)
+    distributed.on_main(print_results, info)(results, config.metric)
     return results
 
 
 def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
-    config, run, info = trainer.config, trainer.run, trainer.dist
+    config, run, info, out = trainer.config, trainer.run, trainer.dist, trainer.out
     if resuming:
         trainer.resume()
-        if info.is_main:
-            run.write_config(config)  # the settings a resume changed (--epochs ...) hold for later resumes
-            print(
-                f"resuming {run.path} after epoch {trainer.epoch}"
-                if trainer.epoch
-                else f"{run.path} holds no saved epoch; training it from epoch 0",
-                flush=True,
-            )
-    elif info.is_main:
-        run.begin(config, trainer.fingerprint)
+        out.write_config(config)  # the settings a resume changed (--epochs ...) hold for later resumes
+        trainer.say(
+            f"resuming {run.path} after epoch {trainer.epoch}"
+            if trainer.epoch
+            else f"{run.path} holds no saved epoch; training it from epoch 0"
+        )
+    else:
+        out.begin(config, trainer.fingerprint)
     if not trainer.quiet:  # --quiet, or not rank 0
         s = trainer.split
         print(
@@ -439,9 +431,13 @@ def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
             flush=True,
         )
     trainer.fit()
-    if info.is_main:
-        run.plot()
+    out.plot()
     return trainer.test()
+
+
+def say(text: str) -> None:
+    """Print a line now (a log file may be watched while the run goes on)."""
+    print(text, flush=True)
 
 
 def print_results(results: dict[str, Any], metric: str) -> None:
