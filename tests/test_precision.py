@@ -96,3 +96,20 @@ def test_evaluation_inside_an_autocast_region_is_unchanged() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             inside = evaluator.run(scorer, progress=False).metrics
         assert inside == outside, protocol
+
+
+def test_attention_kernel_in_bfloat16_is_close_to_float32() -> None:
+    """bfloat16 q, k, v (as the autocast projections give them): products in bfloat16, softmax in float32."""
+    from sasrec.kernels import CausalAttentionWithDropout
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 2, 30, 16, requires_grad=True) for _ in range(3))
+    keep = torch.rand(4, 2, 30, 30) > 0.2
+    exact = CausalAttentionWithDropout.apply(q, k, v, keep, 1.25)
+    grads = torch.autograd.grad(exact.square().sum(), (q, k, v))
+    low = [t.detach().bfloat16().requires_grad_() for t in (q, k, v)]
+    out = CausalAttentionWithDropout.apply(*low, keep, 1.25)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), exact, rtol=0.02, atol=0.05)
+    for g, e in zip(torch.autograd.grad(out.float().square().sum(), low), grads, strict=True):
+        assert torch.nn.functional.cosine_similarity(g.float().flatten(), e.flatten(), dim=0) > 0.999

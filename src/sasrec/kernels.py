@@ -64,6 +64,10 @@ class CausalAttentionWithDropout(torch.autograd.Function):
 
     Shapes: q, k, v ``(B, h, T, dh)``, keep ``(B, h, T, T)`` bool, scale the kept weights' factor ->
     ``(B, h, T, dh)``.
+
+    Mixed precision: the products run in the dtype of ``q``, ``k``, ``v`` (bfloat16 under ``--precision bf16``,
+    where the projections that make them are autocast); the scores' softmax and its backward run in at least
+    float32. In float32 every cast below is a no-op.
     """
 
     @staticmethod
@@ -71,11 +75,12 @@ class CausalAttentionWithDropout(torch.autograd.Function):
         ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor, scale: float
     ) -> torch.Tensor:
         T = q.shape[-2]
-        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)  # (B, h, T, T)
+        acc = torch.promote_types(q.dtype, torch.float32)  # softmax precision: float32, or float64 in tests
+        scores = ((q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)).to(acc)  # (B, h, T, T)
         scores.masked_fill_(torch.ones(T, T, dtype=torch.bool, device=q.device).triu_(1), -math.inf)
         weights = torch.softmax(scores, dim=-1)
         del scores
-        dropped = weights * keep
+        dropped = (weights * keep).to(v.dtype)
         ctx.save_for_backward(q, k, v, keep, weights, dropped)
         ctx.scale = scale
         return (dropped @ v).mul_(scale)
@@ -84,9 +89,10 @@ class CausalAttentionWithDropout(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
         q, k, v, keep, weights, dropped = ctx.saved_tensors
-        grad = grad * ctx.scale
+        grad = (grad * ctx.scale).to(v.dtype)
         grad_v = dropped.transpose(-2, -1) @ grad
         # softmax backward, in place: ds = w * (dw - sum(dw * w)), with dw = (grad v^T) * keep
-        ds = (grad @ v.transpose(-2, -1)).mul_(keep).mul_(weights)
+        ds = (grad @ v.transpose(-2, -1)).to(weights.dtype).mul_(keep).mul_(weights)
         ds.addcmul_(weights, ds.sum(-1, keepdim=True), value=-1.0).mul_(1.0 / math.sqrt(q.shape[-1]))
+        ds = ds.to(q.dtype)
         return ds @ k, ds.transpose(-2, -1) @ q, grad_v, None, None
