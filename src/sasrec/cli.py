@@ -138,8 +138,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="matrix products of training in float32 (fp32, default) or bfloat16 (bf16); auto: bf16 where the "
-        "CPU or GPU computes it natively. Evaluation always ranks in float32",
+        help="matrix products of training in float32 (fp32, default) or bfloat16 (bf16); auto: bf16 where it "
+        "measured faster (native bf16 hardware, and on CPU only with --loss ce or --maxlen >= 100; "
+        "docs/speed.md). Evaluation always ranks in float32",
     )
     p.add_argument(
         "--out", metavar="DIR", type=argtypes.path_text, help="run directory (default runs/NAME-LOSS-seedS-TIME)"
