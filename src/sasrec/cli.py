@@ -139,8 +139,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         help="matrix products of training in float32 (fp32, default) or bfloat16 (bf16); auto: bf16 where it "
-        "measured faster (native bf16 hardware, and on CPU only with --loss ce or --maxlen >= 100; "
-        "docs/speed.md). Evaluation always ranks in float32",
+        "measured faster (CUDA GPUs that support it; fp32 on CPUs, see docs/speed.md). Evaluation always "
+        "ranks in float32",
     )
     p.add_argument(
         "--out", metavar="DIR", type=argtypes.path_text, help="run directory (default runs/NAME-LOSS-seedS-TIME)"

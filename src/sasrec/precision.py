@@ -6,12 +6,12 @@ stays float32: the parameters and Adam's moments (autocast casts a weight to bfl
 the residual stream, LayerNorm, softmax, the losses' log-sum-exp and every mean. Products accumulate in
 float32 inside the kernels (oneDNN on CPU, cuBLAS on CUDA) and round their outputs to bfloat16.
 
-``auto`` picks ``bf16`` where it was measured to be faster: on CUDA devices that support it, and on CPUs with
-AMX or AVX-512 BF16 instructions for the workloads whose matrix products are large (the full softmax ``ce``,
-or sequences of 100 items or more; MovieLens-1M ran 10-15% faster per step). Short sequences with sampled
-losses stay ``fp32`` (Amazon Games with ``bce`` ran 10-20% slower in bf16: its steps are dominated by
-per-operation overhead that the conversions add to), and so does every CPU without native bfloat16, where it is
-emulated. What was measured is in ``docs/speed.md``.
+``auto`` picks ``bf16`` only where it was measured to be faster: on CUDA devices that support it. On a CPU it
+picks ``fp32``: even on a CPU with AMX-BF16 (bfloat16 matrix products 3.6x the float32 peak), whole training
+epochs at the paper's sizes (d = 50) were no faster in bf16 (MovieLens-1M ``bce`` 7.5 s fp32 vs 7.7 s bf16,
+``ce`` 22.5 vs 21.6 s, Amazon Games ``bce`` 3.2 vs 3.9 s): those steps are bound by memory passes over the
+attention weights and the scores, by per-operation overhead, and by the conversions bf16 adds, not by the
+products. ``bf16`` stays available on a CPU for larger models; the measurements are in ``docs/speed.md``.
 
 Evaluation never uses bfloat16: validation, test and the recommenders rank with float32 scores, so a faster
 training path cannot change a rank.
@@ -45,13 +45,9 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-# ``auto`` on a CPU with native bfloat16: sequences at least this long make the products worth converting.
-AUTO_MIN_MAXLEN = 100
-
-
-def resolve(precision: str, device: torch.device, loss: str = "bce", maxlen: int = 50) -> str:
-    """``fp32`` or ``bf16`` for a requested ``precision`` (one of :data:`PRECISIONS`) on ``device``, for a run
-    with this ``loss`` and ``maxlen`` (what ``auto`` decides on; see the module docstring).
+def resolve(precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` for a requested ``precision`` (one of :data:`PRECISIONS`) on ``device``; ``auto`` is
+    ``bf16`` on a CUDA device that supports it, else ``fp32`` (see the module docstring).
 
     Raises:
         ValueError: an unknown ``precision``.
@@ -60,10 +56,7 @@ def resolve(precision: str, device: torch.device, loss: str = "bce", maxlen: int
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    large = loss == "ce" or maxlen >= AUTO_MIN_MAXLEN
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() and large else "fp32"
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

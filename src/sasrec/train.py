@@ -75,7 +75,7 @@ class Trainer:
         # Dropout masks from NumPy's generator: bit-reproducible, resumable, and 5x cheaper on CPU.
         self.dropout_rng = np.random.default_rng([config.seed, 1])
         self.model = build_model(config, data.num_items, CPUKernels(self.dropout_rng)).to(self.device)
-        self.precision = precision.resolve(config.precision, self.device, config.loss, config.maxlen)  # fp32 or bf16
+        self.precision = precision.resolve(config.precision, self.device)  # "fp32" or "bf16"
         self.net = distributed.wrap_model(self.model, self.dist)  # training forward (DDP averages gradients)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
