@@ -339,3 +339,18 @@ def test_checkpoint_written_outside_a_run_loads(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "m.safetensors", model, {"num_items": 5})
     meta, _ = load_checkpoint(tmp_path / "m.safetensors", SASRec(num_items=5, maxlen=4, hidden=8))
     assert meta == {"num_items": 5}
+
+
+def test_a_signal_during_the_epochs_writes_takes_effect_after_them() -> None:
+    """SIGTERM or Ctrl-C arriving while an epoch's checkpoints and log line are written waits for them."""
+    from sasrec.train import Terminated, _signals_deferred, _sigterm_as_interrupt
+
+    for signum, expected in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):
+        written = []
+        with pytest.raises(expected), _sigterm_as_interrupt():
+            with _signals_deferred():
+                os.kill(os.getpid(), signum)
+                time.sleep(0.05)
+                written.append("checkpoint")  # still runs: the signal waits
+            written.append("after")  # the signal is delivered when the block ends
+        assert written == ["checkpoint"], signum

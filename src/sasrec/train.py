@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import threading
 import time
@@ -173,22 +174,26 @@ class Trainer:
                 "train_seconds": round(time.perf_counter() - start, 3),
                 "positions": positions,
             }
-            stop = False
+            stop = improved = False
             if self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs:
                 t0 = time.perf_counter()
                 metrics = self.validate()
                 record["eval_seconds"] = round(time.perf_counter() - t0, 3)
                 record["valid"] = metrics
                 value = metrics[cfg.metric]
-                if value > self.best["value"]:
+                improved = value > self.best["value"]
+                if improved:
                     self.best = {"epoch": self.epoch, "value": value, "bad_evals": 0}
-                    meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
-                    self.out.save_best(self.model, meta)
                 else:
                     self.best["bad_evals"] += 1
                     stop = cfg.patience > 0 and self.best["bad_evals"] >= cfg.patience
-            self.out.append_log(record)  # log first: resume drops lines newer than the checkpoint
-            self._save_last()
+            # The epoch's files are written together: Ctrl-C or SIGTERM arriving meanwhile takes effect after.
+            with _signals_deferred():
+                if improved:
+                    meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
+                    self.out.save_best(self.model, meta)
+                self.out.append_log(record)  # log first: resume drops lines newer than the checkpoint
+                self._save_last()
             if not self.quiet:
                 print(_format_record(record, cfg.metric), flush=True)
             if stop:
@@ -375,6 +380,31 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM are held (not lost) and acted on when it ends, so an epoch's
+    checkpoints and log line are written whole. Only in the main thread, where handlers run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {signum: signal.signal(signum, lambda n, frame: held.append(n)) for signum in DEFERRED}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)  # raises KeyboardInterrupt or Terminated
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
+DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 def _train(config: Config, resume: str | Path | None, data: Sequences | None, info: DistInfo) -> dict[str, Any]:
