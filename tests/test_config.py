@@ -117,3 +117,23 @@ def test_trainer_uses_the_resolved_negatives(tmp_path: Path) -> None:
     trainer = Trainer(config, RunDir(tmp_path / "run"), data)
     assert (trainer.loss_fn.num_negatives, trainer.loss_fn.shared, trainer.loss_fn.t) == (256, False, 0.75)
     assert isinstance(trainer.loss_fn, torch.nn.Module)
+
+
+def test_a_bad_value_of_a_config_file_names_the_file(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("epochs = 0\n")
+    assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"error: config file {path}: epochs must be from 1 to 2147483647, got 0\n"
+    assert not (tmp_path / "run").exists()
+    assert resolve({"epochs": 3}, path).epochs == 3  # the command line overrides the file's bad value
+
+
+def test_a_problem_not_due_to_the_config_file_does_not_name_it(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("hidden = 64\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve({"num_heads": 3}, path)  # the default hidden (50) is not divisible by 3 either
+    assert str(raised.value) == "hidden (64) must be divisible by num_heads (3)"
+    path.write_text("num_heads = 3\n")
+    with pytest.raises(ConfigError, match=rf"^config file {path}: hidden \(50\) must be divisible by num_heads \(3\)$"):
+        resolve({}, path)

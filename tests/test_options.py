@@ -103,6 +103,8 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (TRAIN, ["--precision", "fp8"], "--precision"),
     (TRAIN, ["--out", ""], "--out"),
     (TRAIN, ["--data-dir", ""], "--data-dir"),
+    (TRAIN, ["--dataset", ""], "--dataset"),  # Path("") is the current directory
+    (TRAIN, ["--dataset", " "], "--dataset"),
     (["train"], ["--resume", ""], "--resume"),
     (TRAIN, ["--hidden", "0"], "--hidden"),
     (TRAIN, ["--num-blocks", "-1"], "--num-blocks"),
@@ -167,6 +169,7 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (EVALUATE, ["--out", ""], "--out"),
     (EVALUATE, ["--json", ""], "--json"),
     (EVALUATE, ["--data-dir", ""], "--data-dir"),
+    (["evaluate", "--baseline", "pop"], ["--dataset", ""], "--dataset"),
     (RECOMMEND, ["--run", "{MISSING}"], "missing is not a run directory"),
     (RECOMMEND, ["--checkpoint", "nope"], "--checkpoint"),
     (RECOMMEND, ["--data-dir", "{FILE}"], "--data-dir"),
@@ -299,6 +302,17 @@ def test_invalid_value_is_one_line_and_writes_nothing(
     assert tree(Path(places["DIR"]).parent, tmp_path) == before
 
 
+EMPTY = [(base, bad) for base, bad, _ in CASES if not bad[-1].strip()]
+
+
+@pytest.mark.parametrize("base, bad", EMPTY, ids=[" ".join(c[0][:1] + c[1]) for c in EMPTY])
+def test_an_empty_value_is_refused_alike_by_every_option(base, bad, places, tmp_path, capsys, no_server) -> None:
+    """``''`` (an unset shell variable) is named as what it is, whatever the option: ``must be ..., got ''``."""
+    argv = [a.format(**places, OUT=str(tmp_path / "out")) for a in base + bad]
+    assert main(argv) == 2
+    assert re.fullmatch(rf"error: {bad[-2]}: must be [^\n]+, got {bad[-1]!r}\n", capsys.readouterr().err)
+
+
 def _options_taking_values(parser: argparse.ArgumentParser) -> set[str]:
     return {
         (a.option_strings or [a.metavar or a.dest])[-1]
@@ -420,6 +434,7 @@ def test_config_file_values_are_checked_before_anything_runs(text, message, tmp_
     path.write_text(text + "\n")
     with pytest.raises(ConfigError) as raised:
         resolve({}, str(path))
+    assert str(raised.value).startswith(f"config file {path}: ")  # where to look
     assert message in str(raised.value)
 
 

@@ -428,6 +428,18 @@ def test_run_rejects_bad_option_combinations(argv, tmp_path):
         preprocess.run(parse([*argv, "--out", str(tmp_path)]))
 
 
+def test_run_refuses_an_ambiguous_csv_header_and_writes_nothing(tmp_path):
+    raw = tmp_path / "raw.csv"
+    raw.write_text("user,item,item,ts\n" + "".join(f"u{n % 2},a{n},b{n},{n}\n" for n in range(10)))
+    argv = ["--format", "csv", "--input", str(raw), "--user-col", "user", "--item-col", "item", "--time-col", "ts"]
+    with pytest.raises(DataError) as caught:
+        preprocess.run(parse([*argv, "--min-count", "1", "--out", str(tmp_path / "out")]))
+    message = str(caught.value)
+    assert message.startswith(f"{raw}, line 1: header names the item column 'item' more than once (fields 2, 3 ")
+    assert "\n" not in message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_run_without_input_points_at_download(tmp_path):
     args = parse(["--dataset", "beauty", "--raw-dir", str(tmp_path), "--out", str(tmp_path)])
     with pytest.raises(ConfigError, match="reviews_Beauty.json.gz does not exist.*--download"):

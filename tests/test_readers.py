@@ -148,6 +148,22 @@ def test_generic_csv_missing_column_names_the_columns():
         list(read_csv(FIXTURES / "events.tsv", delimiter="\t"))
 
 
+@pytest.mark.parametrize("role", ["user", "item", "time"])
+def test_generic_csv_refuses_a_chosen_column_name_the_header_holds_twice(tmp_path, role):
+    columns = {"user": "user,user,item,ts", "item": "user,item,item,ts", "time": "ts,user,item,ts"}[role]
+    path = tmp_path / "log.csv"
+    path.write_text(f"{columns}\nu1,i1,i2,5\n")
+    name = {"user": "user", "item": "item", "time": "ts"}[role]
+    with pytest.raises(DataError, match=rf"log.csv, line 1: header names the {role} column '{name}' more than once"):
+        list(read_csv(path, user_col="user", item_col="item", time_col="ts"))
+
+
+def test_generic_csv_allows_a_repeated_column_name_it_does_not_read(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,note,item,note\nu1,x,i1,y\n")
+    assert list(read_csv(path, user_col="user", item_col="item", time_col=None)) == [("u1", "i1", 2, 2)]
+
+
 def test_reader_is_lazy():
     rows = read_rows("sasrec", FIXTURES / "events.tsv")  # would fail on line 1, but nothing is read yet
     with pytest.raises(DataError):

@@ -67,6 +67,17 @@ def test_service_says_when_fewer_than_k_items_are_left(run_dir: Path, batch: boo
         assert full["returned"] == 3 and full["note"] is None
 
 
+@pytest.mark.parametrize("who", [["--user", "alice"], ["--history", ITEM_IDS[0]]])
+def test_recommend_cli_refuses_k_above_the_catalogue_naming_the_option(run_dir: Path, capsys, who) -> None:
+    assert main(["recommend", "--run", str(run_dir), *who, "--k", str(NUM_ITEMS + 1)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"error: --k {NUM_ITEMS + 1}: must be at most the number of items in the run's catalogue ({NUM_ITEMS}); "
+        "ask for fewer\n"
+    )
+
+
 # --------------------------------------------------------------------------------------------- empty history
 
 
@@ -81,6 +92,22 @@ def test_empty_history_is_refused_by_api_cli_and_service(run_dir: Path, capsys) 
     with TestClient(create_app(rec)) as client:
         answer = client.post("/recommend", json={"history": ["nope"], "k": 3, "unknown": "skip"})
         assert answer.status_code == 422 and "no known item" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("history", "where"),
+    [
+        (f"{ITEM_IDS[0]},,{ITEM_IDS[1]}", "the id at position 2 (of 3) is"),
+        (f"{ITEM_IDS[0]},{ITEM_IDS[1]},", "the id at position 3 (of 3) is"),
+        (f", {ITEM_IDS[0]}, ,{ITEM_IDS[1]}", "the ids at positions 1, 3 (of 4) are"),
+    ],
+)
+def test_recommend_cli_refuses_an_empty_id_in_history_naming_its_position(run_dir, capsys, history, where) -> None:
+    assert main(["recommend", "--run", str(run_dir), "--history", history]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: --history {history!r}: {where} empty; ")
+    assert captured.err.count("\n") == 1
 
 
 def test_onnx_flags_an_empty_history_and_ranks_nothing(run_dir: Path, tmp_path: Path) -> None:

@@ -432,9 +432,27 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 def resolve(overrides: dict[str, Any], config_file: str | Path | None = None) -> Config:
     """Build and validate the config: defaults, then the preset's hyperparameters, then ``config_file``, then
     ``overrides`` (None values ignored). The preset is ``preset`` if given, else the dataset's own when
-    ``dataset`` is a name of :mod:`sasrec.data.registry`."""
+    ``dataset`` is a name of :mod:`sasrec.data.registry`.
+
+    Raises ConfigError naming the first bad value; it starts ``config file PATH:`` when the file's values
+    are what makes the config bad (without them, the rest would pass), so that the user knows where to look.
+    """
     file_values = load_toml(config_file) if config_file else {}
-    given = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return _resolved({**file_values, **given})
+    except ConfigError as exc:
+        if not file_values:
+            raise
+        try:
+            _resolved(given)
+        except ConfigError:
+            raise exc from None  # bad without the file too: the file is not (only) to blame
+        raise ConfigError(f"config file {config_file}: {exc}") from None
+
+
+def _resolved(given: dict[str, Any]) -> Config:
+    """:func:`resolve` for the values the user set (the ``--config`` file's and the overrides, merged)."""
     dataset = given.get("dataset", Config.dataset)
     preset = given.get("preset") or (dataset if dataset in registry.DATASETS else None)
     if preset is not None and preset not in registry.DATASETS:

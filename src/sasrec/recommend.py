@@ -17,8 +17,9 @@ that callers only ever see original ids:
   ``"03"`` and ``"3"`` are then different ids, as they were in the raw file.
 * An item id that is not in the catalogue is never mapped to anything: it raises :class:`UnknownItemsError`
   naming it, or is skipped (and reported) with ``unknown="skip"``.
-* Fewer than ``k`` results: when fewer than ``k`` items are left to recommend (the history's items excluded
-  from a small catalogue), all of them are returned; ``sasrec recommend`` then says so on stderr and in its JSON
+* ``k`` above the catalogue's size (``num_items``) is refused (ConfigError; ``sasrec recommend`` names
+  ``--k``). Fewer than ``k`` results: when leaving out the history's items leaves fewer than ``k`` to
+  recommend, all of them are returned; ``sasrec recommend`` then says so on stderr and in its JSON
   (``"requested"`` and ``"returned"``), and the service in its response.
 * An empty history (no item id, or none known with ``unknown="skip"``) is refused with a message, here, by
   ``sasrec recommend`` and by the service (422); the ONNX graph (:mod:`sasrec.export`) flags such a row with
@@ -473,16 +474,27 @@ def read_history_file(path: str) -> list[str]:
 
 def history_argument(args: argparse.Namespace) -> list[str]:
     """The history ``sasrec recommend`` was given: ``--item`` (repeated, verbatim), ``--history-file`` or
-    ``--history`` (comma-separated, each id stripped of surrounding spaces)."""
+    ``--history`` (comma-separated, each id stripped of surrounding spaces).
+
+    Raises SASRecError for a ``--history`` with no id, or with an empty one (``1,,2``, ``1,2,``): no item id is
+    empty, so an empty one is a typo or an unset shell variable, and dropping it would answer another question.
+    """
     if getattr(args, "item", None):
         return list(args.item)
     if getattr(args, "history_file", None) is not None:
         return read_history_file(args.history_file)
-    history = [h.strip() for h in args.history.split(",") if h.strip()]
-    if not history:
+    history = [h.strip() for h in args.history.split(",")]
+    if not any(history):
         raise SASRecError(
             "--history is empty; give comma-separated item ids, e.g. --history '12,7,31' "
             "(for ids that contain a comma: --item ID, repeated, or --history-file FILE)"
+        )
+    empty = [str(n) for n, h in enumerate(history, start=1) if not h]
+    if empty:
+        where = f"the id at position {empty[0]}" if len(empty) == 1 else f"the ids at positions {', '.join(empty)}"
+        raise SASRecError(
+            f"--history {args.history!r}: {where} (of {len(history)}) {'is' if len(empty) == 1 else 'are'} empty; "
+            "give comma-separated item ids with nothing empty between or after the commas, e.g. '12,7,31'"
         )
     return history
 
@@ -498,6 +510,10 @@ def shortfall_note(k: int, returned: int, exclude_seen: bool) -> str:
 def recommend_command(args: argparse.Namespace) -> int:
     """``sasrec recommend`` (arguments: :mod:`sasrec.cli`)."""
     rec = Recommender.load(args.run, args.checkpoint, args.device, data_dir=args.data_dir)
+    if args.k > rec.num_items:  # argparse checked k >= 1; the catalogue's size is known only now
+        raise ConfigError(
+            f"--k {args.k}: must be at most the number of items in the run's catalogue ({rec.num_items}); ask for fewer"
+        )
     exclude_seen = not args.include_seen
     skipped: list[str] = []
     if args.user is not None:

@@ -471,8 +471,9 @@ def read_csv(
 ) -> Iterator[Row]:
     """Generic delimited file (CSV, TSV, ...).
 
-    With ``header=True`` the columns are found by name in the first line; with ``header=False`` they are
-    0-based indexes. Every data line must have as many fields as the header (or as the first data line).
+    With ``header=True`` the columns are found by name in the first line (a chosen name the header holds twice
+    is refused as ambiguous); with ``header=False`` they are 0-based indexes. Every data line must have as
+    many fields as the header (or as the first data line).
     Without ``time_col`` the line number is the timestamp (file order = time order).
     """
     path = check_input_file(path)
@@ -490,6 +491,13 @@ def read_csv(
                 layout[role] = _column_index(col, role)
             elif str(col) not in names:
                 raise BadLine(f"header has no {role} column {str(col)!r} (columns: {', '.join(names)[:200]})")
+            elif names.count(str(col)) > 1:
+                # Taking the first of two same-named columns would silently read the wrong one half the time.
+                at = ", ".join(str(i + 1) for i, name in enumerate(names) if name == str(col))
+                raise BadLine(
+                    f"header names the {role} column {str(col)!r} more than once (fields {at} of "
+                    f"{', '.join(names)[:200]}); rename the duplicates so that each column name is unique"
+                )
             else:
                 layout[role] = names.index(str(col))
 
