@@ -462,7 +462,8 @@ def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
         s = trainer.split
         print(
             f"run {run.path}: {s.num_users} users, {s.num_items} items, {len(s.train.items)} training items; "
-            f"{sum(p.numel() for p in trainer.model.parameters())} parameters"
+            f"{sum(p.numel() for p in trainer.model.parameters())} parameters; precision {trainer.precision}"
+            + (" (auto)" if config.precision == "auto" else "")
             + (f"; {info.world} processes ({info.backend})" if info.enabled else ""),
             flush=True,
         )
