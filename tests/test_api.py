@@ -63,6 +63,20 @@ def test_fit_recommend_save_load(kind: str, tmp_path: Path) -> None:
     assert len(similar["item"] if kind == "dict" else similar) == 3
 
 
+def test_recommend_takes_the_predictors_arguments_and_quiet_is_silent(tmp_path: Path, capsys) -> None:
+    """The DataFrame estimator's recommend has the arguments of sasrec.recommend.Recommender.recommend."""
+    rec = Recommender(**SMALL).fit(interactions(), time_col="timestamp", run_dir=tmp_path / "f")
+    assert capsys.readouterr().out == ""  # quiet=True: not even the final metrics
+    kept = rec.recommend(["item-3", "item-7"], k=200, exclude_seen=False)
+    assert {"item-3", "item-7"} <= set(kept["item"])
+    skipped = rec.recommend(["item-3", "no-such-item"], k=5, unknown="skip")
+    assert list(skipped["rank"]) == [1, 2, 3, 4, 5]
+    with pytest.raises(SASRecError, match="history must be a list of item ids, not the string 'item-3'"):
+        rec.recommend("item-3", k=3)
+    with pytest.raises(SASRecError, match="users must be a list of user ids"):
+        rec.recommend_users("user-1", k=3)
+
+
 def test_preprocessing_matches_the_command_line(tmp_path: Path) -> None:
     """Rows are sorted by time within a user: a log given newest-first yields the same model input."""
     log = interactions(120, 100)

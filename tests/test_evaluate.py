@@ -400,3 +400,33 @@ def test_full_ranks_equal_the_obvious_count_with_ties_repeats_and_nonfinite_scor
         assert bad_target[row] == (not np.isfinite(scores[targets[u]]))
         assert bad_any[row] == (bad_target[row] or not all(np.isfinite(candidates)))
     assert bad_any.sum() >= 10  # the NaN/inf spots hit enough candidates to exercise the exact path
+
+
+@pytest.mark.parametrize(
+    "k, message",
+    [
+        ("100000000000000000000", "--k: must be an integer from 1 to 2147483647"),
+        ("2147483647", "--k 2147483647: a cut-off can be at most the catalogue's"),
+        ("1000", "--k 1000: a cut-off can be at most the catalogue's"),
+    ],
+)
+def test_evaluate_refuses_a_cut_off_beyond_the_catalogue(tmp_path, capsys, k: str, message: str) -> None:
+    from helpers import make_run
+
+    from sasrec.cli import main
+
+    run = make_run(tmp_path)
+    assert main(["evaluate", "--run", str(run), "--protocol", "full", "--k", "10", k]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_a_huge_metric_k_is_refused_and_metrics_at_a_large_k_need_no_large_array() -> None:
+    from sasrec.config import split_metric
+    from sasrec.errors import ConfigError
+    from sasrec.metrics import metric_sums
+
+    with pytest.raises(ConfigError, match="K from 1 to 2147483647"):
+        split_metric("NDCG@100000000000000000000")
+    sums = metric_sums(np.array([0, 3, 7]), (2**31 - 1,))  # would allocate 16 GB if the ideal DCG were a full table
+    assert sums["HR@2147483647"] == 3 and sums["NDCG@2147483647"] == pytest.approx(1 + 1 / np.log2(5) + 1 / np.log2(9))

@@ -354,3 +354,18 @@ def test_a_signal_during_the_epochs_writes_takes_effect_after_them() -> None:
                 written.append("checkpoint")  # still runs: the signal waits
             written.append("after")  # the signal is delivered when the block ends
         assert written == ["checkpoint"], signum
+
+
+@pytest.mark.parametrize("field, value", [("loss", "ce"), ("lr", 0.1), ("seed", 7), ("precision", "bf16")])
+def test_resume_refuses_a_config_json_edited_in_a_setting_it_cannot_change(run: Path, capsys, field, value) -> None:
+    """A resume continues the saved run: config.json edited since (not only its architecture) is refused."""
+    edit_config(run, **{field: value, "negatives": 0} if field == "loss" else {field: value})
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"config.json says {field} = " in err[0] and "restore the value" in err[0], err
+    assert len(untimed_log(run)) == 2  # nothing trained
+
+
+def test_resume_accepts_what_a_resume_may_change_in_config_json(run: Path) -> None:
+    edit_config(run, patience=3, threads=1)
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0

@@ -15,7 +15,9 @@ Every output uses the original ids. pandas and polars are optional: install ``sa
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import io
 import math
 import shutil
 import tempfile
@@ -326,7 +328,9 @@ class Recommender:
         )
         from sasrec.train import train  # only fitting needs the training loop
 
-        self.results = train(config)
+        # The command line always prints the final test metrics (the run's answer); quiet=True here means silent.
+        with contextlib.redirect_stdout(io.StringIO()) if config.quiet else contextlib.nullcontext():
+            self.results = train(config)
         self.run_dir = root / "run"
         self._predictor = Predictor.load(self.run_dir)
         self.output = self.output or kind
@@ -349,19 +353,36 @@ class Recommender:
                 continue
         return "dict"
 
-    def recommend(self, history: Iterable[ItemId], k: int = 10, filter_seen: bool = True) -> Any:
-        """Top-``k`` items after one history of original item ids (oldest first): columns item, score, rank."""
-        pairs = self.predictor.recommend([_known_as(i) for i in history], k, exclude_seen=filter_seen)
+    def recommend(
+        self, history: Iterable[ItemId], k: int = 10, exclude_seen: bool = True, unknown: str = "error"
+    ) -> Any:
+        """Top-``k`` items after one history of original item ids (oldest first): columns item, score, rank.
+
+        The same arguments as :meth:`sasrec.recommend.Recommender.recommend`: ``exclude_seen`` leaves the
+        history's items out; ``unknown="skip"`` drops ids the model does not know instead of raising.
+
+        Raises:
+            SASRecError: ``history`` is a single string (pass a list of ids), or holds unknown ids.
+        """
+        if isinstance(history, str | bytes):
+            raise SASRecError(f"history must be a list of item ids, not the string {history!r}; pass [{history!r}]")
+        pairs = self.predictor.recommend([_known_as(i) for i in history], k, exclude_seen=exclude_seen, unknown=unknown)
         return _frame(
             {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},
             self._out(),
         )
 
-    def recommend_users(self, users: Iterable[ItemId], k: int = 10, filter_seen: bool = True) -> Any:
-        """Top-``k`` items for users of the fitted data, from their whole history: user, item, score, rank."""
+    def recommend_users(self, users: Iterable[ItemId], k: int = 10, exclude_seen: bool = True) -> Any:
+        """Top-``k`` items for users of the fitted data, from their whole history: user, item, score, rank.
+
+        Raises:
+            SASRecError: ``users`` is a single string (pass a list of ids), or holds an unknown user.
+        """
+        if isinstance(users, str | bytes):
+            raise SASRecError(f"users must be a list of user ids, not the string {users!r}; pass [{users!r}]")
         out: dict[str, list[Any]] = {"user": [], "item": [], "score": [], "rank": []}
         for user in users:
-            pairs = self.predictor.recommend_user(_known_as(user), k, exclude_seen=filter_seen)
+            pairs = self.predictor.recommend_user(_known_as(user), k, exclude_seen=exclude_seen)
             out["user"] += [_known_as(user)] * len(pairs)
             out["item"] += [i for i, _ in pairs]
             out["score"] += [s for _, s in pairs]

@@ -24,7 +24,7 @@ from sasrec.argtypes import (
     config_value,
     spelled,
 )
-from sasrec.config import BATCHINGS, LOSS_NAMES, PRECISIONS, loss_help
+from sasrec.config import BATCHINGS, LOSS_NAMES, MAX_K, PRECISIONS, loss_help
 from sasrec.data.registry import NAMES
 from sasrec.errors import ConfigError, SASRecError
 from sasrec.metrics import DEFAULT_KS
@@ -217,11 +217,11 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=("test", "valid"), default="test")
     p.add_argument(
         "--k",
-        type=argtypes.integer(1),
+        type=argtypes.integer(1, MAX_K),
         nargs="+",
         default=list(DEFAULT_KS),
         metavar="K",
-        help="the cut-offs K of the metrics, one or more (default 1 5 10 20 50)",
+        help="the cut-offs K of the metrics, one or more, each at most the catalogue's size (default 1 5 10 20 50)",
     )
     negatives = p.add_argument(
         "--eval-negatives",

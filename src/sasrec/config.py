@@ -35,6 +35,7 @@ from sasrec.errors import ConfigError
 from sasrec.metrics import METRICS
 
 PRECISIONS = ("fp32", "bf16", "auto")  # --precision; see sasrec.precision
+MAX_K = 2**31 - 1  # the largest cut-off K of a metric (the catalogue bounds it further where it is known)
 
 # The names sasrec.sampling.BATCHING holds (not imported here: it loads torch).
 BATCHINGS = ("random", "shuffle", "bucket")
@@ -394,9 +395,10 @@ def field_problem(name: str, value: Any) -> str | None:
 def split_metric(metric: str) -> tuple[str, int]:
     """``"NDCG@20"`` -> ``("NDCG", 20)``. Raises ConfigError naming ``--metric`` for a name not computed."""
     name, _, k = metric.partition("@")
-    if name not in METRICS or not (k.isascii() and k.isdigit()) or int(k) < 1:
+    if name not in METRICS or not (k.isascii() and k.isdigit()) or not 1 <= int(k) <= MAX_K:
         raise ConfigError(
-            f"--metric {metric!r}: expected NAME@K with NAME one of {', '.join(METRICS)} and K >= 1, e.g. NDCG@10"
+            f"--metric {metric!r}: expected NAME@K with NAME one of {', '.join(METRICS)} and K from 1 to "
+            f"{MAX_K}, e.g. NDCG@10"
         )
     return name, int(k)
 

@@ -98,6 +98,10 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
         split = split_leave_one_out(data)
         scorer = BASELINES[args.baseline](split.train if args.split == "valid" else split.history("test"))
         name = f"baseline {args.baseline} on {args.dataset}"
+    if max(args.k) > split.num_items:  # every user would be a hit: a number that says nothing
+        raise ConfigError(
+            f"--k {max(args.k)}: a cut-off can be at most the catalogue's {split.num_items} items; lower it"
+        )
     protocols = ("full", "sampled") if args.protocol == "both" else (args.protocol,)
     results = []
     for protocol in protocols:

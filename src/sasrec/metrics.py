@@ -46,7 +46,9 @@ def metric_sums(positions: np.ndarray, ks: tuple[int, ...] = DEFAULT_KS) -> dict
     for k in ks:
         hit = valid & (positions < k)
         hits = hit.sum(1)
-        ideal = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))[np.minimum(num_relevant, k) - 1]
+        # The ideal DCG needs only as many terms as a user has relevant items (at most the history's width).
+        depth = int(min(num_relevant.max(), k))
+        ideal = np.cumsum(1.0 / np.log2(np.arange(depth) + 2.0))[np.minimum(num_relevant, k) - 1]
         out[f"HR@{k}"] = float((hits > 0).sum())
         out[f"NDCG@{k}"] = float((np.where(hit, gains, 0.0).sum(1) / ideal).sum())
         out[f"Precision@{k}"] = float((hits / k).sum())

@@ -62,6 +62,18 @@ CONFIG, FINGERPRINT, LOG, LAST, BEST, RESULTS, CURVE = (
 ARCHITECTURE = ("maxlen", "hidden", "num_blocks", "num_heads", "dropout", "norm_first", "tied_output")
 
 
+# Settings a resumed run may change; every other one makes it a different run. ``last.safetensors`` records
+# the others (:func:`settings`), and a resume refuses a config.json edited since.
+RESUMABLE = ("epochs", "patience", "max_minutes", "eval_every", "device", "threads", "quiet")
+# Where the data and the run are, not what they are (the dataset's identity is its fingerprint).
+LOCATIONS = ("dataset", "data_dir", "out")
+
+
+def settings(config: Config) -> dict[str, Any]:
+    """The config fields a resume must find unchanged: all but :data:`RESUMABLE` and :data:`LOCATIONS`."""
+    return {k: v for k, v in config.to_dict().items() if k not in RESUMABLE and k not in LOCATIONS}
+
+
 # ------------------------------------------------------------------------------------ building blocks
 def architecture(config: Config, num_items: int) -> dict[str, Any]:
     """The network's shape and behaviour as a checkpoint records it: ``num_items`` and :data:`ARCHITECTURE`."""
@@ -383,7 +395,26 @@ class RunDir:
         optimizer: torch.optim.Optimizer,
         extra: dict[str, torch.Tensor],
     ) -> None:
-        save_checkpoint(self / LAST, model, self._with_architecture(meta), optimizer, extra)
+        config = self._config or self.read_config()
+        meta = {**self._with_architecture(meta), "settings": settings(config)}
+        save_checkpoint(self / LAST, model, meta, optimizer, extra)
+
+    def check_settings(self, meta: dict[str, Any]) -> None:
+        """Refuse to resume from ``last.safetensors`` when ``config.json`` was edited since in a setting a
+        resume may not change (its ``meta`` records them; older checkpoints did not). Raises SASRecError."""
+        recorded = meta.get("settings")
+        if not isinstance(recorded, dict):
+            return
+        now = settings(self.read_config())
+        changed = sorted(k for k in recorded if k in now and now[k] != recorded[k])
+        if changed:
+            name = changed[0]
+            raise SASRecError(
+                f"{self / CONFIG} says {name} = {json.dumps(now[name])} but {self / LAST} was trained with "
+                f"{name} = {json.dumps(recorded[name])}"
+                + (f" (and {', '.join(changed[1:])})" if len(changed) > 1 else "")
+                + "; restore the value in config.json to resume, or start a new run with --out to change it"
+            )
 
     def load_checkpoint(
         self,

@@ -30,7 +30,16 @@ from sasrec.evaluate import Evaluator, ModelScorer
 from sasrec.kernels import CPUKernels
 from sasrec.losses import fixed_order_sum, make_loss
 from sasrec.preflight import check_run
-from sasrec.runs import CONFIG, RunDir, build_model, default_run_dir, load_dataset, pick_device, relocate_dataset
+from sasrec.runs import (
+    CONFIG,
+    RESUMABLE,
+    RunDir,
+    build_model,
+    default_run_dir,
+    load_dataset,
+    pick_device,
+    relocate_dataset,
+)
 from sasrec.sampling import TrainSampler
 
 
@@ -249,6 +258,7 @@ class Trainer:
             fix=f"delete it and run `sasrec train --resume {path}` to train again from epoch 0 (replacing "
             f"its log and best checkpoint), or evaluate the best checkpoint as it is",
         )
+        self.run.check_settings(meta)
         self.epoch = meta["epoch"]
         self.best = meta["best"]
         if (self.run / "results.json").exists():
@@ -296,10 +306,6 @@ def _format_record(record: dict[str, Any], metric: str) -> str:
         v, k = record["valid"], split_metric(metric)[1]  # at the selection metric's K: what picks the best epoch
         text += f"  valid HR@{k} {v.get(f'HR@{k}', float('nan')):.4f}  NDCG@{k} {v.get(f'NDCG@{k}', float('nan')):.4f}"
     return text
-
-
-# Settings a resumed run may change; every other option would make it a different run.
-RESUMABLE = ("epochs", "patience", "max_minutes", "eval_every", "device", "threads", "quiet")
 
 
 def resume_config(run: RunDir, changes: dict[str, Any]) -> Config:
@@ -456,7 +462,8 @@ def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
         s = trainer.split
         print(
             f"run {run.path}: {s.num_users} users, {s.num_items} items, {len(s.train.items)} training items; "
-            f"{sum(p.numel() for p in trainer.model.parameters())} parameters"
+            f"{sum(p.numel() for p in trainer.model.parameters())} parameters; precision {trainer.precision}"
+            + (" (auto)" if config.precision == "auto" else "")
             + (f"; {info.world} processes ({info.backend})" if info.enabled else ""),
             flush=True,
         )
