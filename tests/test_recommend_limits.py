@@ -73,8 +73,7 @@ def test_recommend_cli_refuses_k_above_the_catalogue_naming_the_option(run_dir: 
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        f"error: --k {NUM_ITEMS + 1}: must be at most the number of items in the run's catalogue ({NUM_ITEMS}); "
-        "ask for fewer\n"
+        f"error: --k {NUM_ITEMS + 1}: a cut-off can be at most the catalogue's {NUM_ITEMS} items; lower it\n"
     )
 
 

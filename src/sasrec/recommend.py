@@ -511,9 +511,7 @@ def recommend_command(args: argparse.Namespace) -> int:
     """``sasrec recommend`` (arguments: :mod:`sasrec.cli`)."""
     rec = Recommender.load(args.run, args.checkpoint, args.device, data_dir=args.data_dir)
     if args.k > rec.num_items:  # argparse checked k >= 1; the catalogue's size is known only now
-        raise ConfigError(
-            f"--k {args.k}: must be at most the number of items in the run's catalogue ({rec.num_items}); ask for fewer"
-        )
+        raise ConfigError(f"--k {args.k}: a cut-off can be at most the catalogue's {rec.num_items} items; lower it")
     exclude_seen = not args.include_seen
     skipped: list[str] = []
     if args.user is not None:
