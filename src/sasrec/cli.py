@@ -27,7 +27,6 @@ from sasrec.argtypes import (
 from sasrec.config import BATCHINGS, LOSS_NAMES, MAX_K, PRECISIONS, loss_help
 from sasrec.data.registry import NAMES
 from sasrec.errors import ConfigError, SASRecError
-from sasrec.metrics import DEFAULT_KS
 
 
 class Parser(argparse.ArgumentParser):
@@ -219,9 +218,9 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "--k",
         type=argtypes.integer(1, MAX_K),
         nargs="+",
-        default=list(DEFAULT_KS),
         metavar="K",
-        help="the cut-offs K of the metrics, one or more, each at most the catalogue's size (default 1 5 10 20 50)",
+        help="the cut-offs K of the metrics, one or more, each at most the catalogue's size "
+        "(default 1 5 10 20 50, those within the catalogue)",
     )
     negatives = p.add_argument(
         "--eval-negatives",

@@ -14,7 +14,7 @@ from sasrec.config import Config
 from sasrec.data.dataset import split_leave_one_out
 from sasrec.errors import ConfigError
 from sasrec.evaluate import Evaluator, ModelScorer
-from sasrec.metrics import METRICS
+from sasrec.metrics import DEFAULT_KS, METRICS
 
 # The values options take when not given (argparse leaves them None: see refuse_unused).
 DEFAULTS = {
@@ -98,6 +98,8 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
         split = split_leave_one_out(data)
         scorer = BASELINES[args.baseline](split.train if args.split == "valid" else split.history("test"))
         name = f"baseline {args.baseline} on {args.dataset}"
+    if args.k is None:  # the default cut-offs that a small catalogue can tell apart
+        args.k = [k for k in DEFAULT_KS if k <= split.num_items] or [split.num_items]
     if max(args.k) > split.num_items:  # every user would be a hit: a number that says nothing
         raise ConfigError(
             f"--k {max(args.k)}: a cut-off can be at most the catalogue's {split.num_items} items; lower it"
