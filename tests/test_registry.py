@@ -23,7 +23,7 @@ def _choices(parser: argparse.ArgumentParser, dest: str) -> list[str]:
 def test_every_command_offers_the_registry_names() -> None:
     names = list(registry.DATASETS)
     assert names == ["ml-1m", "games", "beauty", "steam", "synthetic"]
-    assert _choices(cli.build_parser(only="train"), "preset") == names
+    assert _choices(cli.build_parser(only="train"), "preset") == [*names, *registry.RECIPES]
     assert _choices(cli.build_parser(only="preprocess"), "dataset") == registry.with_raw_format()
     assert _choices(cli.build_parser(only="download"), "dataset") == registry.with_source()
     for name in names:
@@ -106,3 +106,18 @@ def test_reproduce_checks_the_registry_hashes(monkeypatch) -> None:
         "ml-1m.txt": "b725f3acb3986fe3130bffd1e77a74d182a1f51799567a236dbd60270f95b0a2",
         "Video.txt": "b7376fe24430743f411dc7f567285657b2adb3f74361cc7ba0aee94f3024b651",
     }
+
+
+def test_a_recipe_preset_applies_over_its_datasets_paper_values_and_the_command_line_wins() -> None:
+    from sasrec.config import resolve
+    from sasrec.data import registry
+
+    config = resolve({"preset": "ml-1m-sasrec-plus"})
+    assert (config.dataset, config.maxlen) == ("ml-1m", 200)  # the dataset and its paper values
+    assert (config.loss, config.hidden, config.dropout, config.adam_beta2) == ("ce", 64, 0.1, 0.999)
+    assert (config.val_protocol, config.metric, config.patience, config.negatives) == ("full", "NDCG@10", 10, 0)
+    mine = resolve({"preset": "ml-1m-sasrec-plus", "hidden": 128, "loss": "bce", "dataset": "mine.txt"})
+    assert (mine.hidden, mine.loss, mine.negatives, mine.dataset) == (128, "bce", 1, "mine.txt")
+    for recipe in registry.RECIPES.values():
+        assert recipe.dataset in registry.DATASETS and recipe.source
+        assert set(recipe.hyperparameters) <= {f.name for f in __import__("dataclasses").fields(type(config))}

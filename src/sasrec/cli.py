@@ -25,7 +25,7 @@ from sasrec.argtypes import (
     spelled,
 )
 from sasrec.config import BATCHINGS, LOSS_NAMES, MAX_K, PRECISIONS, loss_help
-from sasrec.data.registry import NAMES
+from sasrec.data.registry import NAMES, PRESETS
 from sasrec.errors import ConfigError, SASRecError
 
 
@@ -51,8 +51,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     _add_data_dir(p, None)  # None: the --config file's, else Config's ("data")
     p.add_argument(
         "--preset",
-        choices=NAMES,
-        help="the paper's hyperparameters for this dataset (default: the dataset's own, if it has a name)",
+        choices=PRESETS,
+        help="the paper's hyperparameters for a dataset (default: the dataset's own, if it has a name), or a "
+        "published recipe (ml-1m-sasrec-plus: SASRec+, full-softmax ce, d 64; it trains ml-1m unless --dataset "
+        "says otherwise)",
     )
     p.add_argument("--config", type=argtypes.existing_file, help="a TOML file of Config values (see sasrec/config.py)")
     p.add_argument("--maxlen", type=config_value("maxlen"), help="longest sequence read (paper: 200 ml-1m, 50 others)")

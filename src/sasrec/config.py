@@ -346,8 +346,8 @@ class Config:
             ),
             (self.batching in BATCHINGS, f"batching must be one of {', '.join(BATCHINGS)}, got {self.batching!r}"),
             (
-                self.preset is None or self.preset in registry.DATASETS,
-                f"preset must be one of {', '.join(registry.NAMES)}, got {self.preset!r}",
+                self.preset is None or self.preset in registry.PRESETS,
+                f"preset must be one of {', '.join(registry.PRESETS)}, got {self.preset!r}",
             ),
         ]
         for ok, message in checks:
@@ -455,11 +455,12 @@ def resolve(overrides: dict[str, Any], config_file: str | Path | None = None) ->
 
 def _resolved(given: dict[str, Any]) -> Config:
     """:func:`resolve` for the values the user set (the ``--config`` file's and the overrides, merged)."""
-    dataset = given.get("dataset", Config.dataset)
+    recipe = registry.RECIPES.get(given.get("preset"))
+    dataset = given.get("dataset", recipe.dataset if recipe else Config.dataset)
     preset = given.get("preset") or (dataset if dataset in registry.DATASETS else None)
-    if preset is not None and preset not in registry.DATASETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(registry.NAMES)}")
-    values = {**(registry.DATASETS[preset].hyperparameters if preset else {}), **given, "preset": preset}
+    values = {**(registry.preset_values(preset) if preset else {}), **given, "preset": preset}
+    if recipe and "dataset" not in given:
+        values["dataset"] = recipe.dataset
     config = Config(**values)
     config.validate()
     check_no_ignored_values(given, config)

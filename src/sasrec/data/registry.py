@@ -165,6 +165,60 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in _ALL}
 NAMES = tuple(DATASETS)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A published training recipe for one dataset, applied as ``--preset NAME`` (over the dataset's paper
+    hyperparameters; options given on the command line still win).
+
+    Attributes:
+        name: the ``--preset`` name. dataset: the dataset it is for (trained when ``--dataset`` is not given).
+        description: one line for humans. source: who published it, and where.
+        hyperparameters: :class:`sasrec.config.Config` values that differ from the dataset's paper preset.
+    """
+
+    name: str
+    dataset: str
+    description: str
+    source: str
+    hyperparameters: Mapping[str, Any]
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            "ml-1m-sasrec-plus",
+            "ml-1m",
+            "SASRec+: full softmax cross-entropy, d = 64, dropout 0.1, selection and early stopping on full ranking",
+            "Klenitskiy & Vasilev, RecSys 2023 (antklen/sasrec-bert4rec-recsys23): HR@10 0.3152, NDCG@10 0.1821",
+            MappingProxyType(
+                {
+                    "loss": "ce",
+                    "hidden": 64,
+                    "dropout": 0.1,
+                    "adam_beta2": 0.999,  # torch.optim.Adam's default, which the recipe's code uses
+                    "val_protocol": "full",
+                    "metric": "NDCG@10",
+                    "patience": 10,
+                }
+            ),
+        ),
+    )
+}
+PRESETS = (*NAMES, *RECIPES)  # what --preset accepts
+
+
+def preset_values(name: str) -> Mapping[str, Any]:
+    """The Config values of preset ``name``: a dataset's paper hyperparameters, or a recipe's over its
+    dataset's. Raises ConfigError listing the presets for an unknown name."""
+    if name in RECIPES:
+        recipe = RECIPES[name]
+        return {**DATASETS[recipe.dataset].hyperparameters, **recipe.hyperparameters}
+    if name in DATASETS:
+        return DATASETS[name].hyperparameters
+    raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+
+
 def get(name: str) -> Dataset:
     """The dataset called ``name``; ConfigError listing the names otherwise."""
     try:
