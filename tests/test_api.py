@@ -258,3 +258,8 @@ def test_fit_without_run_dir_leaves_no_temporary_directory_and_save_errors_name_
     gc.collect()
     assert runs() == [] and saved.is_dir()  # the temporary run went with its Recommender; the copy stays
     assert len(Recommender.load(saved, output="dict").recommend_users(["user-1"], k=3)["item"]) == 3
+
+
+def test_a_misspelt_hyperparameter_is_a_config_error_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match="unknown hyperparameter.*'epoch' \\(did you mean 'epochs'\\?\\)"):
+        Recommender(epoch=3)

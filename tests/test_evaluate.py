@@ -430,3 +430,15 @@ def test_a_huge_metric_k_is_refused_and_metrics_at_a_large_k_need_no_large_array
         split_metric("NDCG@100000000000000000000")
     sums = metric_sums(np.array([0, 3, 7]), (2**31 - 1,))  # would allocate 16 GB if the ideal DCG were a full table
     assert sums["HR@2147483647"] == 3 and sums["NDCG@2147483647"] == pytest.approx(1 + 1 / np.log2(5) + 1 / np.log2(9))
+
+
+def test_evaluate_a_run_with_its_own_number_of_negatives(tmp_path, capsys) -> None:
+    from helpers import make_run
+
+    from sasrec.cli import main
+
+    run = make_run(tmp_path, eval_negatives=5)  # too few items for the default 100
+    assert main(["evaluate", "--run", str(run), "--protocol", "sampled", "--k", "1", "5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    results = out if isinstance(out, list) else out.get("results", [out])
+    assert [r["num_negatives"] for r in results if r.get("protocol") == "sampled"] == [5], out

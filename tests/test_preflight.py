@@ -285,3 +285,16 @@ def test_a_model_larger_than_the_memory_is_refused_naming_the_option(data_file: 
         check_memory(config, split, make_loss("bce", 100), available=(GIB // 1000, "the test's budget"))
     assert str(raised.value).startswith("--negatives 100 --batch-size 128: training needs at least 0.")
     assert str(raised.value).endswith("but the test's budget has 0.0 GiB; lower --negatives or --batch-size")
+
+
+def test_a_selection_metric_cut_off_beyond_the_catalogue_is_refused() -> None:
+    from sasrec.config import resolve
+    from sasrec.data.dataset import split_leave_one_out
+    from sasrec.data.synthetic import make_synthetic
+    from sasrec.errors import ConfigError
+    from sasrec.preflight import check_metric
+
+    split = split_leave_one_out(make_synthetic(num_users=50, num_items=40, seed=1))
+    for metric in ("NDCG@41", "MRR@2147483647"):
+        with pytest.raises(ConfigError, match=f"--metric {metric}: a cut-off can be at most the catalogue's 40"):
+            check_metric(resolve({"metric": metric, "val_protocol": "full"}), split.num_items)

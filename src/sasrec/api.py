@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import difflib
 import io
 import math
 import shutil
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from sasrec.argtypes import check_output_dir, check_writable
-from sasrec.config import resolve
+from sasrec.config import FIELDS, resolve
 from sasrec.data import readers
 from sasrec.data.preprocess import length_stats, preprocess_rows, write_outputs
 from sasrec.errors import ConfigError, SASRecError
@@ -239,6 +240,11 @@ class Recommender:
         for name in ("dataset", "data_dir", "out"):
             if name in hyperparameters:
                 raise ConfigError(f"{name!r} is not a hyperparameter: fit() takes the data, save() the location")
+        unknown = sorted(set(hyperparameters) - FIELDS)
+        if unknown:
+            close = {name: difflib.get_close_matches(name, FIELDS, n=1) for name in unknown}
+            hints = "; ".join(f"{n!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for n, c in close.items())
+            raise ConfigError(f"unknown hyperparameter(s) {hints}; they are the fields of sasrec.config.Config")
         self.preset = preset
         self.min_count = _count("min_count", min_count, 0)  # sasrec preprocess --min-count's rule
         self.output = output

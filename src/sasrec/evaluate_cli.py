@@ -74,7 +74,8 @@ def refuse_unused(args: argparse.Namespace) -> None:
         if given:
             raise ConfigError(f"{option} applies only to {applies_to}; drop it")
     for name, value in DEFAULTS.items():
-        if getattr(args, name) is None and not (name == "data_dir" and args.run):
+        # a run's own data directory and number of negatives (its config) come with it when it is loaded
+        if getattr(args, name) is None and not (name in ("data_dir", "eval_negatives") and args.run):
             setattr(args, name, value)
 
 
@@ -86,6 +87,8 @@ def evaluate_command(args: argparse.Namespace) -> list[dict[str, Any]]:
         from sasrec.runs import load_run, load_run_data
 
         run = load_run(args.run, args.checkpoint, args.device, data_dir=args.data_dir)
+        if args.eval_negatives is None:  # the sampled protocol as the run was trained and tested with
+            args.eval_negatives = run.config.eval_negatives
         split = split_leave_one_out(load_run_data(run))
         scorer = ModelScorer(run.model, args.device)
         name = f"{args.checkpoint} checkpoint of {args.run} (epoch {run.meta.get('epoch')})"

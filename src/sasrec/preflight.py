@@ -127,6 +127,10 @@ def check_eval_negatives(split: Split, num_negatives: int) -> None:
 def check_metric(config: Config, num_items: int) -> None:
     """The selection metric can tell models apart: K is below the number of ranked candidates."""
     name, k = split_metric(config.metric)
+    if k > num_items:  # every user a hit, every model alike: as evaluate --k
+        raise ConfigError(
+            f"--metric {config.metric}: a cut-off can be at most the catalogue's {num_items} items; lower it"
+        )
     if name not in SATURATING:
         return
     if config.val_protocol == "sampled" and k > config.eval_negatives:

@@ -190,7 +190,8 @@ RECIPES: dict[str, Recipe] = {
             "ml-1m-sasrec-plus",
             "ml-1m",
             "SASRec+: full softmax cross-entropy, d = 64, dropout 0.1, selection and early stopping on full ranking",
-            "Klenitskiy & Vasilev, RecSys 2023 (antklen/sasrec-bert4rec-recsys23): HR@10 0.3152, NDCG@10 0.1821",
+            "Klenitskiy & Vasilev, RecSys 2023 (antklen/sasrec-bert4rec-recsys23): full-ranking HR@10 0.3152, "
+            "NDCG@10 0.1821 with this full-softmax loss (0.3159 / 0.1857 with 3,000 sampled negatives)",
             MappingProxyType(
                 {
                     "loss": "ce",
