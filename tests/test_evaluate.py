@@ -442,3 +442,14 @@ def test_evaluate_a_run_with_its_own_number_of_negatives(tmp_path, capsys) -> No
     out = json.loads(capsys.readouterr().out)
     results = out if isinstance(out, list) else out.get("results", [out])
     assert [r["num_negatives"] for r in results if r.get("protocol") == "sampled"] == [5], out
+
+
+def test_evaluate_prints_its_tables_without_a_leading_blank_line(tmp_path, capsys) -> None:
+    from helpers import make_run
+
+    from sasrec.cli import main
+
+    run = make_run(tmp_path, eval_negatives=5)
+    assert main(["evaluate", "--run", str(run), "--k", "1", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("full protocol") and "\n\nsampled protocol" in out

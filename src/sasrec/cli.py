@@ -279,8 +279,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
-        for r in results:
-            print("\n" + format_result(r))
+        print("\n\n".join(format_result(r) for r in results))  # a blank line between protocols only
     return 0
 
 
