@@ -125,7 +125,8 @@ def test_a_bad_value_of_a_config_file_names_the_file(tmp_path: Path, capsys) -> 
     assert cli.main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err == f"error: config file {path}: epochs must be from 1 to 2147483647, got 0\n"
     assert not (tmp_path / "run").exists()
-    assert resolve({"epochs": 3}, path).epochs == 3  # the command line overrides the file's bad value
+    with pytest.raises(ConfigError, match="config file .*epochs must be"):  # even when the command line
+        resolve({"epochs": 3}, path)  # overrides it: the file is bad on its own
 
 
 def test_a_problem_not_due_to_the_config_file_does_not_name_it(tmp_path: Path) -> None:
@@ -137,3 +138,14 @@ def test_a_problem_not_due_to_the_config_file_does_not_name_it(tmp_path: Path) -
     path.write_text("num_heads = 3\n")
     with pytest.raises(ConfigError, match=rf"^config file {path}: hidden \(50\) must be divisible by num_heads \(3\)$"):
         resolve({}, path)
+
+
+def test_a_bad_config_file_value_is_refused_even_when_the_command_line_overrides_it(tmp_path) -> None:
+    from sasrec.config import resolve
+    from sasrec.errors import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    for line, name in (("epochs = 0", "epochs"), ("hidden = 8.5", "hidden")):
+        bad.write_text(line + "\n")
+        with pytest.raises(ConfigError, match=f"config file {bad}: {name} "):
+            resolve({"epochs": 1, "hidden": 8}, config_file=bad)

@@ -428,6 +428,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     unknown = set(values) - FIELDS
     if unknown:
         raise ConfigError(f"config file {path}: unknown keys {', '.join(sorted(unknown))}")
+    # Each value on its own, even one the command line overrides: a bad file is reported, not hidden.
+    for name, value in values.items():
+        problem = field_problem(name, value)
+        if problem:
+            raise ConfigError(f"config file {path}: {name} {problem}, got {value!r}")
     return values
 
 
