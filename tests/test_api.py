@@ -75,6 +75,10 @@ def test_recommend_takes_the_predictors_arguments_and_quiet_is_silent(tmp_path: 
         rec.recommend("item-3", k=3)
     with pytest.raises(SASRecError, match="users must be a list of user ids"):
         rec.recommend_users("user-1", k=3)
+    with pytest.raises(SASRecError, match="unknown user 'nobody'"):
+        rec.recommend_users(["user-1", "nobody"], k=3)
+    some = rec.recommend_users(["user-1", "nobody"], k=3, unknown="skip")
+    assert list(some["user"]) == ["user-1"] * 3
 
 
 def test_preprocessing_matches_the_command_line(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from sasrec.config import FIELDS, resolve
 from sasrec.data import readers
 from sasrec.data.preprocess import length_stats, preprocess_rows, write_outputs
 from sasrec.errors import ConfigError, SASRecError
-from sasrec.recommend import ItemId
+from sasrec.recommend import ItemId, UnknownUserError
 from sasrec.recommend import Recommender as Predictor
 
 OUTPUTS = ("pandas", "polars", "dict")
@@ -378,17 +378,28 @@ class Recommender:
             self._out(),
         )
 
-    def recommend_users(self, users: Iterable[ItemId], k: int = 10, exclude_seen: bool = True) -> Any:
+    def recommend_users(
+        self, users: Iterable[ItemId], k: int = 10, exclude_seen: bool = True, unknown: str = "error"
+    ) -> Any:
         """Top-``k`` items for users of the fitted data, from their whole history: user, item, score, rank.
+
+        ``unknown="skip"`` leaves out users the data does not hold instead of raising.
 
         Raises:
             SASRecError: ``users`` is a single string (pass a list of ids), or holds an unknown user.
         """
         if isinstance(users, str | bytes):
             raise SASRecError(f"users must be a list of user ids, not the string {users!r}; pass [{users!r}]")
+        if unknown not in ("error", "skip"):
+            raise ConfigError(f"unknown must be 'error' or 'skip', not {unknown!r}")
         out: dict[str, list[Any]] = {"user": [], "item": [], "score": [], "rank": []}
         for user in users:
-            pairs = self.predictor.recommend_user(_known_as(user), k, exclude_seen=exclude_seen)
+            try:
+                pairs = self.predictor.recommend_user(_known_as(user), k, exclude_seen=exclude_seen)
+            except UnknownUserError:
+                if unknown == "error":
+                    raise
+                continue
             out["user"] += [_known_as(user)] * len(pairs)
             out["item"] += [i for i, _ in pairs]
             out["score"] += [s for _, s in pairs]

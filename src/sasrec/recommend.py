@@ -64,6 +64,10 @@ UNKNOWN_MODES = ("error", "skip")
 DEFAULT_CHUNK = 256  # histories per forward pass in recommend_batch
 
 
+class UnknownUserError(SASRecError):
+    """A user id the dataset does not hold (``Recommender.recommend_users(..., unknown="skip")`` skips it)."""
+
+
 class UnknownItemsError(SASRecError):
     """Item ids that are not in the run's catalogue (``ids`` holds them, as strings, in input order)."""
 
@@ -385,7 +389,7 @@ class Recommender:
                 if self._user_index is not None or self.data.user_ids is not None
                 else f"1..{num_users}"
             )
-            raise SASRecError(f"unknown user {str(user_id)!r}; give {hint}")
+            raise UnknownUserError(f"unknown user {str(user_id)!r}; give {hint}")
         return index
 
     def user_history(self, user_id: ItemId) -> list[str]:
