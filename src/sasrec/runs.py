@@ -133,17 +133,8 @@ def build_model(config: Config, num_items: int, kernels: TorchKernels | None = N
     ``kernels``: the model's dropout and attention-with-dropout computation in training (see
     :class:`sasrec.model.TorchKernels`; the default is the plain one).
     """
-    return SASRec(
-        num_items,
-        maxlen=config.maxlen,
-        hidden=config.hidden,
-        num_blocks=config.num_blocks,
-        num_heads=config.num_heads,
-        dropout=config.dropout,
-        norm_first=config.norm_first,
-        tied_output=config.tied_output,
-        kernels=kernels,
-    )
+    # ARCHITECTURE is the one list of the config fields the network is built from (and checkpoints record).
+    return SASRec(num_items, **{name: getattr(config, name) for name in ARCHITECTURE}, kernels=kernels)
 
 
 def pick_device(name: str) -> torch.device:
