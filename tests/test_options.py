@@ -427,6 +427,10 @@ def test_largest_accepted_dropout_works_and_the_next_is_refused() -> None:
         ("batching = 'sorted'", "batching must be one of random, shuffle, bucket"),
         ("loss = 'bpr'", "unknown loss 'bpr'"),
         ("loss_options = { tee = 1.0 }", "unknown option(s) tee"),
+        ("dataset = ''", "dataset must not be empty"),  # was read as the current directory
+        ("data_dir = ' '", "data_dir must not be empty"),
+        ("out = ''", "out must not be empty"),
+        ("metric = ''", "metric must not be empty"),
     ],
 )
 def test_config_file_values_are_checked_before_anything_runs(text, message, tmp_path: Path) -> None:

@@ -207,6 +207,54 @@ def test_sigterm_stops_like_ctrl_c(trained: tuple[Path, Path], tmp_path: Path) -
     assert main(["train", "--resume", str(run), "--epochs", str(meta["epoch"] + 1)]) == 0
 
 
+@pytest.mark.parametrize("stop", ["Terminated", "KeyboardInterrupt"])
+def test_a_stop_while_starting_says_so_and_writes_nothing(
+    stop: str, trained: tuple[Path, Path], run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import sasrec.train
+
+    def stopped(*args, **kwargs):
+        raise getattr(sasrec.train, stop, KeyboardInterrupt)()
+
+    monkeypatch.setattr(sasrec.train, "load_dataset", stopped)
+    new = tmp_path / "new"
+    assert main(["train", "--dataset", str(trained[0]), *ARGS, "--out", str(new)]) == (
+        143 if stop == "Terminated" else 130
+    )
+    reason = "terminated (SIGTERM)" if stop == "Terminated" else "interrupted"
+    assert f"{reason} while starting; nothing was written" in capsys.readouterr().out
+    assert not new.exists()
+    # a resume stopped while starting leaves the run as it was
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert main(["train", "--resume", str(run), "--epochs", "9"]) in (130, 143)
+    assert "while starting; the run was not changed" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_second_ctrl_c_during_the_clean_up_does_not_break_it_off(
+    trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import sasrec.train
+    from sasrec.runs import RunDir
+
+    def first_stop(self):
+        raise KeyboardInterrupt
+
+    remove = RunDir.remove_if_unfinished
+
+    def second_stop_then_remove(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again, at the worst moment
+        remove(self)
+
+    monkeypatch.setattr(sasrec.train.Trainer, "fit", first_stop)
+    monkeypatch.setattr(RunDir, "remove_if_unfinished", second_stop_then_remove)
+    new = tmp_path / "new"
+    assert main(["train", "--dataset", str(trained[0]), *ARGS, "--out", str(new)]) == 130
+    assert "interrupted before the first epoch was saved; nothing was kept" in capsys.readouterr().out
+    assert not new.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
+
+
 # ------------------------------------------------------------------- 4. the dataset's location
 def test_a_run_finds_its_dataset_from_any_working_directory_and_after_a_move(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture

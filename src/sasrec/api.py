@@ -367,6 +367,10 @@ class Recommender:
         The same arguments as :meth:`sasrec.recommend.Recommender.recommend`: ``exclude_seen`` leaves the
         history's items out; ``unknown="skip"`` drops ids the model does not know instead of raising.
 
+        Returns:
+            ``k`` rows, or every item left when fewer than ``k`` remain (a small catalogue minus the history's
+            items): check ``len(...)`` rather than assume ``k``.
+
         Raises:
             SASRecError: ``history`` is a single string (pass a list of ids), or holds unknown ids.
         """
@@ -383,7 +387,8 @@ class Recommender:
     ) -> Any:
         """Top-``k`` items for users of the fitted data, from their whole history: user, item, score, rank.
 
-        ``unknown="skip"`` leaves out users the data does not hold instead of raising.
+        ``unknown="skip"`` leaves out users the data does not hold instead of raising. A user gets fewer than
+        ``k`` rows when fewer than ``k`` items are left after excluding their history.
 
         Raises:
             SASRecError: ``users`` is a single string (pass a list of ids), or holds an unknown user.

@@ -387,6 +387,8 @@ def field_problem(name: str, value: Any) -> str | None:
         return f"must be {kind}"
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
+    if isinstance(value, str) and not value.strip():  # no setting means "nothing"; "" would read as "." for a path
+        return "must not be empty"
     if name in LIMITS and value is not None and not LIMITS[name].ok(value):
         return f"must be {LIMITS[name].requirement}"
     return None

@@ -413,18 +413,44 @@ def _signals_deferred() -> Iterator[None]:
 DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
+@contextlib.contextmanager
+def _stops_ignored() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM are ignored: the clean-up after a first stop (a second Ctrl-C in
+    quick succession) runs to its end instead of breaking off with a traceback. The handlers are restored
+    after it, so a Python session keeps its Ctrl-C. Only in the main thread, where handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in DEFERRED}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_reason(exc: BaseException) -> str:
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+
+
 def _train(config: Config, resume: str | Path | None, data: Sequences | None, info: DistInfo) -> dict[str, Any]:
     fingerprint = ""
-    if data is None:  # before the run directory exists: a bad dataset leaves nothing behind
-        data, fingerprint = load_dataset(config, resume)
-    if resume is not None:
-        run = RunDir.open(resume, need=CONFIG)
-    else:
-        # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
-        run = RunDir(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
-        distributed.on_main(RunDir.check_new, info)(run.path)
-    # Before the directory is made: a run that could not finish fails here, leaving nothing behind.
-    trainer = Trainer(config, run, data, fingerprint, dist=info)
+    try:
+        if data is None:  # before the run directory exists: a bad dataset leaves nothing behind
+            data, fingerprint = load_dataset(config, resume)
+        if resume is not None:
+            run = RunDir.open(resume, need=CONFIG)
+        else:
+            # Every rank takes rank 0's name: the default one holds the time, which may differ between ranks.
+            run = RunDir(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
+            distributed.on_main(RunDir.check_new, info)(run.path)
+        # Before the directory is made: a run that could not finish fails here, leaving nothing behind.
+        trainer = Trainer(config, run, data, fingerprint, dist=info)
+    except KeyboardInterrupt as exc:
+        with _stops_ignored():
+            changed = "the run was not changed" if resume is not None else "nothing was written"
+            distributed.on_main(say, info)(f"\n{_stop_reason(exc)} while starting; {changed}")
+        raise
     out = trainer.out
     if resume is None:
         out.create(run.path)
@@ -432,16 +458,19 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
     try:
         results = _run(trainer, resume is not None)
     except BaseException as exc:
-        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        if resume is None and not run.has_epoch():
-            out.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
-            if isinstance(exc, KeyboardInterrupt):
-                trainer.say(f"\n{what} before the first epoch was saved; nothing was kept")
-        elif isinstance(exc, KeyboardInterrupt):
-            trainer.say(f"\n{what}; continue with `sasrec train --resume {run.path}`")
+        with _stops_ignored():
+            try:
+                what = _stop_reason(exc)
+                if resume is None and not run.has_epoch():
+                    out.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
+                    if isinstance(exc, KeyboardInterrupt):
+                        trainer.say(f"\n{what} before the first epoch was saved; nothing was kept")
+                elif isinstance(exc, KeyboardInterrupt):
+                    trainer.say(f"\n{what}; continue with `sasrec train --resume {run.path}`")
+            finally:
+                run.unlock()
         raise
-    finally:
-        run.unlock()
+    run.unlock()
     distributed.on_main(print_results, info)(results, config.metric)
     return results
 
