@@ -181,7 +181,7 @@ LOSS_SPECS: dict[str, LossSpec] = {
         False,
         {
             "chunk_size": LossOption(
-                int, 0, "items per chunk of the normaliser (0: automatic)", lambda v: v >= 0, ">= 0"
+                int, 0, "positions per block of the normaliser (0: automatic)", lambda v: v >= 0, ">= 0"
             )
         },
     ),

@@ -19,9 +19,9 @@ Which loss to pick
     accuracy lags behind.
 ``ce``
     Full softmax cross-entropy over the whole catalogue. Usually the best full-ranking accuracy when the
-    catalogue fits the compute budget (SASRec+, Klenitskiy & Vasilev, RecSys 2023). Computed in chunks of
-    items, so memory stays bounded for catalogues of 50k+ items; the cost is O(P * num_items * d) per step.
-    Option ``chunk_size`` (items per chunk; 0 = automatic, about 1M scores per chunk).
+    catalogue fits the compute budget (SASRec+, Klenitskiy & Vasilev, RecSys 2023). Computed in blocks of
+    positions, so memory stays bounded for catalogues of 50k+ items; the cost is O(P * num_items * d) per
+    step. Option ``chunk_size`` (positions per block; 0 = automatic, 64 on the CPU).
 ``sampled-ce``
     Softmax over the target and N sampled negatives. With many negatives (a few hundred to a few
     thousand, e.g. ``--negatives 256``..``3000``) it comes close to ``ce`` at a fraction of the cost on
@@ -57,10 +57,12 @@ from torch import nn
 from sasrec.config import LOSS_SPECS, loss_settings
 from sasrec.precision import compute_dtype
 
-# Automatic chunk size of ``ce``: at most this many (position, item) scores are held per chunk.
-# 1M float32 scores = 4 MiB, cache-sized: 1.5x faster than 16M-score chunks on ML-1M batches (1 thread).
-CE_CHUNK_ELEMENTS = 2**20
-CE_CHUNK_ELEMENTS_GPU = 2**24  # on a GPU, larger chunks: fewer kernel launches
+# Automatic block size of ``ce``'s normaliser (see ce_block_rows): positions per block on the CPU, and the
+# most (position, item) scores a block may hold (4M float32 scores = 16 MiB), which only binds for
+# catalogues over 65k items.
+CE_ROWS_CPU = 64
+CE_BLOCK_ELEMENTS = 2**22
+CE_BLOCK_ELEMENTS_GPU = 2**24  # on a GPU, larger blocks: fewer kernel launches
 # Rows summed by one thread in fixed_order_sum: below ATen's parallel grain size (32768), so summed serially.
 SERIAL_SUM_ELEMENTS = 2**14
 
@@ -153,63 +155,79 @@ class BCELoss(nn.Module):
 
 
 class _ChunkedLogSumExp(torch.autograd.Function):
-    """``logsumexp(hidden @ weight.T, dim=1)`` computed over chunks of ``weight``'s rows.
+    """``logsumexp(hidden @ weight.T, dim=1)`` computed over blocks of ``hidden``'s rows (positions).
 
-    Neither pass keeps the ``(P, I)`` score matrix: the forward pass streams a running logsumexp
-    (``logaddexp`` of per-chunk logsumexps, which is numerically stable), the backward pass recomputes each
-    chunk's scores to form its softmax block. Peak extra memory is a few ``(P, chunk)`` blocks.
+    Neither pass keeps the ``(P, I)`` score matrix: the forward pass takes each block's ``(rows, I)`` scores
+    and their logsumexp over the whole catalogue at once; the backward pass recomputes them to form the
+    block's softmax, its rows of the ``hidden`` gradient, and its term of the ``weight`` gradient (the blocks'
+    terms are added in order, so the result does not depend on the thread count). Peak extra memory is a
+    few ``(rows, I)`` blocks. Blocks of positions beat blocks of items on the CPU (measured on ML-1M-shaped
+    batches: 0.38 s vs 0.49 s per step at 64 rows, one thread): both products keep the whole catalogue as
+    one side, and each block stays in cache through the exponentials.
 
     Under bfloat16 autocast (``--precision bf16``) both passes run their products in bfloat16 and everything
-    else (scores' exponentials, the running logsumexp, the gradients' sums across chunks) in float32; the
+    else (scores' exponentials, the logsumexp, the sum of the blocks' ``weight`` gradients) in float32; the
     backward pass runs outside the autocast region, so the dtype is recorded in forward.
     """
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, rows: int) -> torch.Tensor:
         # hidden (P, d), weight (I, d) -> lse (P,), in at least float32
         acc = torch.promote_types(hidden.dtype, torch.float32)
         dtype = compute_dtype(hidden)
-        h = hidden.to(dtype)
-        lse = torch.full((hidden.shape[0],), -math.inf, dtype=acc, device=hidden.device)
-        for start in range(0, weight.shape[0], chunk):
-            scores = (h @ weight[start : start + chunk].to(dtype).T).to(acc)  # (P, c)
-            lse = torch.logaddexp(lse, torch.logsumexp(scores, dim=1))
+        h, w_t = hidden.to(dtype), weight.to(dtype).T
+        lse = torch.empty(hidden.shape[0], dtype=acc, device=hidden.device)
+        for start in range(0, hidden.shape[0], rows):
+            lse[start : start + rows] = torch.logsumexp((h[start : start + rows] @ w_t).to(acc), dim=1)
         ctx.save_for_backward(hidden, weight, lse)
-        ctx.chunk, ctx.dtype = chunk, dtype
+        ctx.rows, ctx.dtype = rows, dtype
         return lse
 
     @staticmethod
     def backward(ctx: Any, grad_lse: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         hidden, weight, lse = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.zeros_like(hidden) if need_h else None
-        grad_w = torch.empty_like(weight) if need_w else None
-        h = hidden.to(ctx.dtype)
-        for start in range(0, weight.shape[0], ctx.chunk):
-            w = weight[start : start + ctx.chunk].to(ctx.dtype)  # (c, d)
-            scores = (h @ w.T).to(lse.dtype)  # (P, c)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device) if need_w else None
+        h, w = hidden.to(ctx.dtype), weight.to(ctx.dtype)
+        for start in range(0, hidden.shape[0], ctx.rows):
+            block = slice(start, start + ctx.rows)
+            scores = (h[block] @ w.T).to(lse.dtype)  # (rows, I)
             # d lse_p / d score_pi = softmax_pi; times the incoming gradient of lse_p
-            coef = scores.sub_(lse[:, None]).exp_().mul_(grad_lse[:, None]).to(ctx.dtype)  # (P, c), in place
+            coef = scores.sub_(lse[block, None]).exp_().mul_(grad_lse[block, None]).to(ctx.dtype)  # in place
             if grad_h is not None:
-                grad_h += coef @ w
+                grad_h[block] = coef @ w
             if grad_w is not None:
-                grad_w[start : start + ctx.chunk] = coef.T @ h
-        return grad_h, grad_w, None
+                if coef.dtype == grad_w.dtype:
+                    grad_w.addmm_(coef.T, h[block])
+                else:  # bfloat16 products: each block's term rounded once, the sum kept in float32
+                    grad_w += coef.T @ h[block]
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None
 
 
-def chunked_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``torch.logsumexp(hidden @ weight.T, 1)`` (``(P, d)``, ``(I, d)`` -> ``(P,)``) in bounded memory."""
-    return _ChunkedLogSumExp.apply(hidden, weight, chunk)
+def chunked_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, rows: int) -> torch.Tensor:
+    """``torch.logsumexp(hidden @ weight.T, 1)`` (``(P, d)``, ``(I, d)`` -> ``(P,)``) in bounded memory,
+    ``rows`` positions at a time."""
+    return _ChunkedLogSumExp.apply(hidden, weight, rows)
+
+
+def ce_block_rows(num_items: int, device: torch.device) -> int:
+    """Positions per block of ``ce``'s normaliser: 64 on the CPU (the fastest of 16-1024 on ML-1M and Games
+    shapes), fewer when a catalogue is so large that 64 rows would exceed ``CE_BLOCK_ELEMENTS`` scores; on a
+    GPU, ``CE_BLOCK_ELEMENTS_GPU`` scores per block (fewer, larger kernels)."""
+    if device.type == "cpu":
+        return max(1, min(CE_ROWS_CPU, CE_BLOCK_ELEMENTS // max(num_items, 1)))
+    return max(1, CE_BLOCK_ELEMENTS_GPU // max(num_items, 1))
 
 
 class FullCELoss(nn.Module):
     """Softmax cross-entropy over the whole catalogue (items ``1..num_items``; padding excluded).
 
     Equal in value and gradient to ``F.cross_entropy(hidden @ item_weight[1:].T, positives - 1)``, but the
-    normaliser is a chunked logsumexp (:func:`chunked_logsumexp`), so memory is ``O(P * chunk_size)``
-    instead of ``O(P * num_items)``. Draws no negatives.
+    normaliser is a logsumexp over blocks of positions (:func:`chunked_logsumexp`), so memory is
+    ``O(chunk_size * num_items)`` instead of ``O(P * num_items)``. Draws no negatives.
 
-    ``chunk_size``: items per chunk; 0 (default) picks ``CE_CHUNK_ELEMENTS // P`` items at call time.
+    ``chunk_size``: positions per block; 0 (default) picks :func:`ce_block_rows` at call time.
     """
 
     def __init__(self, num_negatives: int = 0, chunk_size: int = 0):
@@ -224,9 +242,8 @@ class FullCELoss(nn.Module):
         P = hidden.shape[0]
         if P == 0:
             return hidden.sum() * 0.0
-        budget = CE_CHUNK_ELEMENTS if hidden.device.type == "cpu" else CE_CHUNK_ELEMENTS_GPU
-        chunk = self.chunk_size or max(1, budget // P)
-        lse = chunked_logsumexp(hidden, item_weight[1:], chunk)  # (P,)
+        rows = self.chunk_size or ce_block_rows(item_weight.shape[0] - 1, hidden.device)
+        lse = chunked_logsumexp(hidden, item_weight[1:], rows)  # (P,)
         pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1)  # (P,)
         return fixed_order_mean(lse - pos_logits.to(lse.dtype)).to(hidden.dtype)
 
