@@ -461,6 +461,7 @@ def aggregate(runs: Path, results: Path, docs: Path, readme: Path) -> None:
             writer.writerows(curves)
         plot_curves(curves, results / "learning_curves.png")
         plot_batching(curves, results / "batching_comparison.png")
+        plot_precision(curves, results / "precision_parity.png")
     docs.mkdir(parents=True, exist_ok=True)
     results_md = docs / "results.md"
     if not results_md.exists():
@@ -600,6 +601,62 @@ FULL_TARGETS = {  # (dataset, variant): (HR@10, NDCG@10, source), full ranking (
 }
 
 
+def plot_precision(curves: list[dict], path: Path) -> None:
+    """Validation NDCG@10 per epoch of every seed in float32 and in bfloat16, overlaid, per dataset."""
+    from sasrec.plots import plt
+
+    datasets = sorted({c["dataset"] for c in curves if c["tag"] == "-bf16"})
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for tag, color, label in (("", "tab:blue", "float32"), ("-bf16", "tab:orange", "bfloat16")):
+            runs = sorted({c["run"] for c in curves if (c["dataset"], c["tag"], c["loss"]) == (dataset, tag, "bce")})
+            for i, run in enumerate(runs):
+                points = [c for c in curves if c["run"] == run]
+                ax.plot(
+                    [c["epoch"] for c in points],
+                    [c["NDCG@10"] for c in points],
+                    color=color,
+                    alpha=0.6,
+                    label=f"{label} ({len(runs)} seeds)" if i == 0 else None,
+                )
+        ax.set(title=f"{dataset}: training precision", xlabel="epoch", ylabel="validation NDCG@10 (sampled)")
+    _save(fig, axes[0], path)
+
+
+def precision_table(summary: list[dict]) -> str:
+    """bf16 rows beside their float32 rows: test metrics (mean ± std over seeds) and whether the difference
+    of the means is within one float32 standard deviation (the mixed-precision issue's criterion)."""
+    lines = [
+        "| dataset | protocol | metric | float32 | bfloat16 | difference | within one float32 std |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary:
+        if ", bf16" not in r["setting"]:
+            continue
+        base = next(
+            (
+                b
+                for b in summary
+                if (b["dataset"], b["variant"], b["loss"], b["protocol"], b["selection"])
+                == (r["dataset"], r["variant"], r["loss"], r["protocol"], r["selection"])
+                and b["setting"] == r["setting"].replace(", bf16", "")
+            ),
+            None,
+        )
+        if base is None:
+            continue
+        for metric in ("HR@10", "NDCG@10"):
+            diff = r[metric] - base[metric]
+            ok = "yes" if abs(diff) <= base[f"{metric}_std"] else "no"
+            lines.append(
+                f"| {r['dataset']} | {r['protocol']} | {metric} | {base[metric]:.4f} ± {base[f'{metric}_std']:.4f} "
+                f"({base['seeds']}) | {r[metric]:.4f} ± {r[f'{metric}_std']:.4f} ({r['seeds']}) | {diff:+.4f} | {ok} |"
+            )
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
+
+
 def loss_table(summary: list[dict]) -> str:
     """Every loss on the datasets that have a softmax-family run: full ranking and the paper's protocol."""
     datasets = {(r["dataset"], r["variant"]) for r in summary if r["loss"] != "bce"}
@@ -610,7 +667,7 @@ def loss_table(summary: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary:
-        ablation = any(tag in run for run in r["runs"] for tag in ("-random-", "-unweighted-", "-weighted-"))
+        ablation = any(tag in run for run in r["runs"] for tag in ("-random-", "-unweighted-", "-weighted-", "-bf16-"))
         if r["protocol"] != "full" or (r["dataset"], r["variant"]) not in datasets or ablation:
             continue
         sampled = by_key[(r["dataset"], r["variant"], r["loss"], r["setting"], r["selection"], "sampled")]
@@ -656,6 +713,17 @@ def table(summary: list[dict]) -> str:
                 "paper) | | | the paper's Steam file is not available on these machines |"
             )
         lines.append("")
+    parity = precision_table(summary)
+    if parity:
+        lines += [
+            "### Training precision",
+            "",
+            "`--precision bf16` beside float32, the same settings and seeds (seeds in parentheses); test split, "
+            "best epoch chosen on validation. Validation curves: "
+            "[precision_parity.png](../results/precision_parity.png).",
+            "",
+            parity,
+        ]
     if any(r["loss"] != "bce" for r in summary):
         lines += [
             "### Losses",

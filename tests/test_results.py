@@ -83,3 +83,34 @@ def test_speed_tables_quote_the_benchmark_json() -> None:
     readme = README.read_text()
     games = next(r for r in report["runs"] if (r["dataset"], r["loss"], r["precision"]) == ("games", "bce", "fp32"))
     assert f"{games['seconds_per_epoch']:.2f} s" in readme  # the README's speed summary
+
+
+def test_precision_table_puts_bf16_beside_float32_and_judges_by_one_std(reproduce) -> None:
+    def row(setting: str, hr: float, hr_std: float, ndcg: float, ndcg_std: float) -> dict:
+        return {
+            "dataset": "games",
+            "variant": "paper",
+            "loss": "bce",
+            "protocol": "sampled",
+            "selection": "validation sampled NDCG@10",
+            "setting": setting,
+            "seeds": 3,
+            "HR@10": hr,
+            "HR@10_std": hr_std,
+            "NDCG@10": ndcg,
+            "NDCG@10_std": ndcg_std,
+        }
+
+    base = "bucket batches, position-weighted, 200 epochs max"
+    summary = [
+        row(base, 0.7400, 0.0030, 0.5300, 0.0010),
+        row(base.replace(", 200", ", bf16, 200"), 0.7420, 0.0050, 0.5280, 0.0020),
+    ]
+    lines = reproduce.precision_table(summary).splitlines()
+    assert lines[2] == (
+        "| games | sampled | HR@10 | 0.7400 ± 0.0030 (3) | 0.7420 ± 0.0050 (3) | +0.0020 | yes |"
+    )
+    assert lines[3] == (
+        "| games | sampled | NDCG@10 | 0.5300 ± 0.0010 (3) | 0.5280 ± 0.0020 (3) | -0.0020 | no |"
+    )
+    assert reproduce.precision_table(summary[:1]) == ""  # no bf16 run: no table
