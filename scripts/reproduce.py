@@ -1,4 +1,4 @@
-"""Reproduce the results tables and learning curves: ``python scripts/reproduce.py [--suite paper losses batching]``.
+"""Reproduce the results tables and learning curves: ``python scripts/reproduce.py [--suite paper losses batching precision best]``.
 
 Every step is resumable: a finished run (its ``results.json`` exists) is skipped, an interrupted one is
 resumed from its last epoch, so the command can be stopped and started again at will.
@@ -32,8 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from sasrec.config import Config  # noqa: E402
 from sasrec.data.dataset import file_sha256  # noqa: E402
-from sasrec.data.registry import DATASETS  # noqa: E402
+from sasrec.data.registry import DATASETS, RECIPES  # noqa: E402
 
 # kang205/SASRec data files whose sha256 is known (see shared/data/PROVENANCE.md)
 PAPER_SHA256 = {d.paper_file: d.paper_sha256 for d in DATASETS.values() if d.paper_sha256}
@@ -226,6 +227,12 @@ SUITES = {
             ],
             tag="-unshared-untied",
         ),
+    ],
+    # The best full-ranking recipe of each dataset (--preset NAME), 3 seeds; the names of the runs they extend.
+    "best": [
+        Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m-sasrec-plus", [1, 2, 3], loss="ce", tag="-plus"),
+        Experiment("games", "paper", "Video.txt", "games-gsasrec", [1, 2, 3], loss="gbce", tag="-unshared"),
+        Experiment("beauty", "bert4rec", "Beauty_BERT4Rec.txt", "beauty-sampled-ce", [1, 2, 3], loss="sampled-ce"),
     ],
     # Mixed precision beside float32 (the same runs as the paper suite's): bf16 may become a default only if
     # its validation-selected test metrics stay within one standard deviation of float32's.
@@ -501,11 +508,14 @@ def describe(config: dict) -> str:
         text += ", pre-LN"
     if not config.get("tied_output", True):
         text += ", separate output embedding"
-    preset = DATASETS[config["preset"]].hyperparameters if config.get("preset") else {}
+    # Differences from the dataset's paper preset (a recipe preset's own changes are listed too).
+    name = config.get("preset")
+    name = RECIPES[name].dataset if name in RECIPES else name
+    preset = {**Config().to_dict(), **(DATASETS[name].hyperparameters if name else {})}
     text += "".join(
         f", {key} {config[key]}"
-        for key in ("hidden", "dropout", "maxlen")
-        if key in preset and config[key] != preset[key]
+        for key in ("hidden", "dropout", "maxlen", "num_blocks", "adam_beta2", "l2_emb")
+        if key in config and config[key] != preset[key]
     )
     options = dict(config.get("loss_options") or {})
     if config["loss"] != "ce" and (config["loss"] != "bce" or config.get("negatives", 1) != 1):

@@ -118,6 +118,18 @@ def test_a_recipe_preset_applies_over_its_datasets_paper_values_and_the_command_
     assert (config.val_protocol, config.metric, config.patience, config.negatives) == ("full", "NDCG@10", 10, 0)
     mine = resolve({"preset": "ml-1m-sasrec-plus", "hidden": 128, "loss": "bce", "dataset": "mine.txt"})
     assert (mine.hidden, mine.loss, mine.negatives, mine.dataset) == (128, "bce", 1, "mine.txt")
+    games = resolve({"preset": "games-gsasrec"})
+    assert (games.dataset, games.maxlen, games.dropout) == ("games", 50, 0.5)
+    assert (games.loss, games.negatives, games.loss_options, games.val_protocol) == (
+        "gbce",
+        256,
+        {"shared": False},
+        "full",
+    )
+    beauty = resolve({"preset": "beauty-sampled-ce", "dataset": "Beauty_BERT4Rec.txt"})
+    assert (beauty.loss, beauty.negatives, beauty.loss_options) == ("sampled-ce", 3000, {"shared": True})
+    beauty.loss_options["shared"] = False  # a run's own copy: the recipe is unchanged
+    assert resolve({"preset": "beauty-sampled-ce"}).loss_options == {"shared": True}
     for recipe in registry.RECIPES.values():
         assert recipe.dataset in registry.DATASETS and recipe.source
         assert set(recipe.hyperparameters) <= {f.name for f in __import__("dataclasses").fields(type(config))}
