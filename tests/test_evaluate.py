@@ -77,7 +77,7 @@ class ConstantScorer:
     def encode(self, histories: Sequences, users: np.ndarray) -> int:
         return len(users)
 
-    def score(self, batch: int, items: torch.Tensor) -> torch.Tensor:
+    def score(self, batch: int, items: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         return torch.ones(batch, items.shape[-1])
 
 
@@ -94,7 +94,7 @@ class RandomScorer:
             self.seen_histories[int(u)] = histories[u].tolist()
         return torch.from_numpy(users)
 
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score(self, users: torch.Tensor, items: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         rows = self.table[users]
         return rows[:, items] if items.dim() == 1 else rows.gather(1, items)
 
@@ -251,7 +251,7 @@ class TableScorer:
     def encode(self, histories: Sequences, users: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(users)
 
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score(self, users: torch.Tensor, items: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         rows = self.table[users]
         return rows[:, items] if items.dim() == 1 else rows.gather(1, items)
 
@@ -386,7 +386,7 @@ def test_full_ranks_equal_the_obvious_count_with_ties_repeats_and_nonfinite_scor
         scorer.table[u, i] = value
     evaluator = Evaluator(split, "test", "full", filter_seen=filter_seen)
     rows = np.arange(len(evaluator.users))
-    ranks, bad_target, bad_any = evaluator._ranks(scorer, rows)
+    ranks, bad_target, bad_any = evaluator._ranks(scorer, rows, {})
     history, targets = split.history("test"), split.targets("test")
     for row, u in zip(rows, evaluator.users, strict=True):
         scores = scorer.table[u].numpy()
@@ -453,3 +453,29 @@ def test_evaluate_prints_its_tables_without_a_leading_blank_line(tmp_path, capsy
     assert main(["evaluate", "--run", str(run), "--k", "1", "5"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("full protocol") and "\n\nsampled protocol" in out
+
+
+def test_model_scores_written_into_reused_buffers_are_the_models_own() -> None:
+    """The evaluator reuses one score buffer across batches of different sizes: the scores written there
+    equal SASRec.score's bit for bit, and the metrics do not depend on the batch size."""
+    from sasrec.evaluate import ModelScorer
+    from sasrec.model import SASRec
+
+    torch.manual_seed(0)
+    data = make_synthetic(num_users=90, num_items=70, seed=4)
+    split = split_leave_one_out(data)
+    model = SASRec(data.num_items, maxlen=20, hidden=16).eval()
+    scorer = ModelScorer(model)
+    state = scorer.encode(split.history("test"), np.arange(1, 12))
+    items = torch.arange(data.num_items + 1)
+    buffer = torch.full((11, data.num_items + 1), torch.nan)
+    written = scorer.score(state, items, out=buffer)
+    assert written.data_ptr() == buffer.data_ptr()
+    assert torch.equal(written, model.score(state, items))
+    evaluator = Evaluator(split, "test", "full")
+    rows = np.arange(len(evaluator.users))
+    whole = evaluator._ranks(scorer, rows, {})[0]
+    buffers: dict[str, torch.Tensor] = {}
+    batches = [evaluator._ranks(scorer, rows[lo : lo + 7], buffers)[0] for lo in range(0, len(rows), 7)]
+    assert len(batches[-1]) < 7 and set(buffers) == {"scores", "above"}
+    assert np.array_equal(np.concatenate(batches), whole)

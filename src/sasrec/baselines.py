@@ -21,7 +21,7 @@ class PopularityScorer:
     def encode(self, histories: Sequences, users: np.ndarray) -> int:
         return len(users)
 
-    def score(self, batch_size: int, items: torch.Tensor) -> torch.Tensor:
+    def score(self, batch_size: int, items: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         scores = self.counts[items]
         return scores.expand(batch_size, -1) if items.dim() == 1 else scores
 
@@ -56,7 +56,7 @@ class TransitionScorer:
         dense[torch.from_numpy(rows), torch.from_numpy(self.successors[idx])] += torch.from_numpy(self.counts[idx])
         return dense
 
-    def score(self, dense: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def score(self, dense: torch.Tensor, items: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         return dense[:, items] if items.dim() == 1 else dense.gather(1, items)
 
 
