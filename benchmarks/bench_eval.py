@@ -14,6 +14,7 @@ import time
 
 import torch
 
+import sasrec
 from sasrec.bench import cpu_model
 from sasrec.data.dataset import read_sasrec_file, split_leave_one_out
 from sasrec.evaluate import Evaluator, ModelScorer
@@ -25,6 +26,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", help="also append the JSON line to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     split = split_leave_one_out(read_sasrec_file(f"{args.data_dir}/Video.txt"))
@@ -36,7 +38,20 @@ def main() -> int:
         start = time.perf_counter()
         ndcg = evaluator.run(scorer, progress=False).metrics["NDCG@10"]
         seconds.append(round(time.perf_counter() - start, 3))
-    print(json.dumps({"cpu_model": cpu_model(), "threads": args.threads, "seconds": seconds, "NDCG@10": ndcg}))
+    line = json.dumps(
+        {
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cpu_model": cpu_model(),
+            "threads": args.threads,
+            "sasrec": sasrec.__file__,
+            "seconds": seconds,
+            "NDCG@10": ndcg,
+        }
+    )
+    print(line)
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(line + "\n")
     return 0
 
 

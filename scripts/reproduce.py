@@ -1,4 +1,5 @@
-"""Reproduce the results tables and learning curves: ``python scripts/reproduce.py [--suite paper losses batching precision best]``.
+"""Reproduce the results tables and learning curves: ``python scripts/reproduce.py [--suite SUITE ...]``
+(suites: paper, losses, batching, precision, best; default paper).
 
 Every step is resumable: a finished run (its ``results.json`` exists) is skipped, an interrupted one is
 resumed from its last epoch, so the command can be stopped and started again at will.
@@ -655,7 +656,8 @@ def precision_table(summary: list[dict]) -> str:
             ),
             None,
         )
-        if base is None:
+        if base is None:  # e.g. its float32 runs were trained with other settings: say so in the table
+            lines.append(f"| {r['dataset']} | {r['protocol']} | no float32 row with the same settings | | | | |")
             continue
         for metric in ("HR@10", "NDCG@10"):
             diff = r[metric] - base[metric]

@@ -53,8 +53,9 @@ def test_loss_option_table_matches_the_losses() -> None:
 @pytest.mark.parametrize(
     "loss, options, message",
     [
-        ("ce", {"chunk_size": 2.5}, "option chunk_size must be an integer >= 0, got 2.5"),
-        ("ce", {"chunk_size": -1}, "option chunk_size must be an integer >= 0"),
+        ("ce", {"block_rows": 2.5}, "option block_rows must be an integer >= 0, got 2.5"),
+        ("ce", {"block_rows": -1}, "option block_rows must be an integer >= 0"),
+        ("ce", {"chunk_size": 64}, "option chunk_size (items per chunk) was replaced by block_rows"),
         ("gbce", {"t": 1.5}, "option t must be a number in [0, 1], got 1.5"),
         ("gbce", {"t": True}, "option t must be a number in [0, 1], got True"),
         ("bce", {"shared": "maybe"}, "option shared must be true or false"),
@@ -71,8 +72,8 @@ def test_loss_options_are_checked_by_validate(loss, options, message) -> None:
 def test_loss_options_are_converted_to_their_types() -> None:
     values = loss_settings("sampled-ce", 4, {"in_batch": "false", "shared": 1.0})
     assert values == {"in_batch": False, "shared": True} and type(values["shared"]) is bool
-    assert loss_settings("ce", 0, {"chunk_size": 8192.0}) == {"chunk_size": 8192}  # TOML may give a float
-    assert losses.make_loss("ce", 0, chunk_size=8192.0).chunk_size == 8192
+    assert loss_settings("ce", 0, {"block_rows": 64.0}) == {"block_rows": 64}  # TOML may give a float
+    assert losses.make_loss("ce", 0, block_rows=64.0).block_rows == 64
 
 
 def test_validation_needs_no_torch() -> None:

@@ -479,3 +479,6 @@ def test_model_scores_written_into_reused_buffers_are_the_models_own() -> None:
     batches = [evaluator._ranks(scorer, rows[lo : lo + 7], buffers)[0] for lo in range(0, len(rows), 7)]
     assert len(batches[-1]) < 7 and set(buffers) == {"scores", "above"}
     assert np.array_equal(np.concatenate(batches), whole)
+    # A float64 model (or default dtype) scores without the float32 buffer, and ranks the same here.
+    double = ModelScorer(model.double())
+    assert np.array_equal(evaluator._ranks(double, rows, {})[0], whole)

@@ -91,10 +91,10 @@ def test_plain_ce_is_the_softmax_over_items_without_padding():
     torch.testing.assert_close(plain_ce(hidden, pos, weight), direct, **TOL)
 
 
-@pytest.mark.parametrize("chunk_size", [0, 1, 4, 7, 29, 30, 31, 1000])
-def test_chunked_ce_equals_plain_ce(chunk_size):
+@pytest.mark.parametrize("block_rows", [0, 1, 4, 7, 29, 30, 31, 1000])
+def test_chunked_ce_equals_plain_ce(block_rows):
     hidden, pos, _, weight = make_inputs(seed=1)
-    loss = make_loss("ce", 1, chunk_size=chunk_size)
+    loss = make_loss("ce", 1, block_rows=block_rows)
     empty = torch.zeros(P, 0, dtype=torch.long)
     assert loss.num_negatives == 0
     assert_same(lambda: loss(hidden, pos, empty, weight), lambda: plain_ce(hidden, pos, weight), hidden, weight)
@@ -102,7 +102,7 @@ def test_chunked_ce_equals_plain_ce(chunk_size):
 
 def test_ce_never_scores_padding_and_is_stable_for_large_logits():
     hidden, pos, _, weight = make_inputs(seed=2)
-    loss = make_loss("ce", 0, chunk_size=7)
+    loss = make_loss("ce", 0, block_rows=7)
     big = (hidden * 300).detach().requires_grad_()  # logits in the thousands: a naive exp overflows
     value = loss(big, pos, torch.zeros(P, 0, dtype=torch.long), weight)
     value.backward()
@@ -132,7 +132,7 @@ def test_chunked_ce_keeps_no_positions_by_items_matrix():
         saved.append(t.numel())
         return t
 
-    loss = make_loss("ce", 0, chunk_size=chunk)
+    loss = make_loss("ce", 0, block_rows=chunk)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         value = loss(hidden, pos, torch.zeros(num_positions, 0, dtype=torch.long), weight)
     value.backward()
@@ -292,10 +292,10 @@ def test_make_loss_errors():
         make_loss("bce", 1, t=0.5)
     with pytest.raises(ConfigError, match="unknown option"):
         make_loss("ce", 1, chunk=10)
-    with pytest.raises(ConfigError, match="chunk_size"):
-        make_loss("ce", 0, chunk_size=2.5)
-    with pytest.raises(ConfigError, match="chunk_size"):
-        make_loss("ce", 0, chunk_size=-1)
+    with pytest.raises(ConfigError, match="block_rows"):
+        make_loss("ce", 0, block_rows=2.5)
+    with pytest.raises(ConfigError, match="block_rows"):
+        make_loss("ce", 0, block_rows=-1)
     with pytest.raises(ConfigError, match="in_batch"):
         make_loss("sampled-ce", 1, in_batch="maybe")
     with pytest.raises(ConfigError, match="negatives >= 1"):
@@ -308,7 +308,7 @@ def test_make_loss_errors():
 
 def test_make_loss_negatives_to_draw():
     assert make_loss("ce", 5).num_negatives == 0
-    assert make_loss("ce", 1, chunk_size=8192.0).chunk_size == 8192  # TOML may give floats
+    assert make_loss("ce", 1, block_rows=64.0).block_rows == 64  # TOML may give floats
     assert make_loss("sampled-ce", 5, in_batch=True).num_negatives == 0
     assert make_loss("sampled-ce", 5, in_batch=False).num_negatives == 5
     assert make_loss("bce", 3).num_negatives == 3

@@ -54,8 +54,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         choices=PRESETS,
         help="the paper's hyperparameters for a dataset (default: the dataset's own, if it has a name), or a "
         "published recipe (ml-1m-sasrec-plus: SASRec+, full-softmax ce, d 64; games-gsasrec: gbce with 256 "
-        "negatives; beauty-sampled-ce: softmax over 3000 shared negatives; a recipe trains its dataset unless "
-        "--dataset says otherwise)",
+        "negatives; beauty-sampled-ce: softmax over 3000 shared negatives, measured on BERT4Rec's Beauty file; a "
+        "recipe trains its dataset unless --dataset says otherwise)",
     )
     p.add_argument("--config", type=argtypes.existing_file, help="a TOML file of Config values (see sasrec/config.py)")
     p.add_argument("--maxlen", type=config_value("maxlen"), help="longest sequence read (paper: 200 ml-1m, 50 others)")

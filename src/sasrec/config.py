@@ -180,7 +180,7 @@ LOSS_SPECS: dict[str, LossSpec] = {
         0,
         False,
         {
-            "chunk_size": LossOption(
+            "block_rows": LossOption(
                 int, 0, "positions per block of the normaliser (0: automatic)", lambda v: v >= 0, ">= 0"
             )
         },
@@ -219,6 +219,11 @@ def loss_settings(loss: str, negatives: int, options: Mapping[str, Any]) -> dict
     if isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 0:
         raise ConfigError(f"negatives must be >= 0, got {negatives!r}")
     unknown = sorted(set(options) - set(spec.options))
+    if loss == "ce" and "chunk_size" in unknown:  # its unit changed from items to positions with its name
+        raise ConfigError(
+            "loss 'ce': option chunk_size (items per chunk) was replaced by block_rows (positions per block; "
+            "0, the default, picks it)"
+        )
     if unknown:
         raise ConfigError(
             f"loss {loss!r}: unknown option(s) {', '.join(unknown)}; valid options: {', '.join(spec.options) or 'none'}"
@@ -462,6 +467,9 @@ def resolve(overrides: dict[str, Any], config_file: str | Path | None = None) ->
 
 def _resolved(given: dict[str, Any]) -> Config:
     """:func:`resolve` for the values the user set (the ``--config`` file's and the overrides, merged)."""
+    for name, value in given.items():
+        if isinstance(value, str) and not value.strip():  # before "" could read as "not given" below
+            raise ConfigError(f"{name} must not be empty, got {value!r}")
     recipe = registry.RECIPES.get(given.get("preset"))
     dataset = given.get("dataset", recipe.dataset if recipe else Config.dataset)
     preset = given.get("preset") or (dataset if dataset in registry.DATASETS else None)

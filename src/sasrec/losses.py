@@ -21,7 +21,7 @@ Which loss to pick
     Full softmax cross-entropy over the whole catalogue. Usually the best full-ranking accuracy when the
     catalogue fits the compute budget (SASRec+, Klenitskiy & Vasilev, RecSys 2023). Computed in blocks of
     positions, so memory stays bounded for catalogues of 50k+ items; the cost is O(P * num_items * d) per
-    step. Option ``chunk_size`` (positions per block; 0 = automatic, 64 on the CPU).
+    step. Option ``block_rows`` (positions per block; 0 = automatic, 64 on the CPU).
 ``sampled-ce``
     Softmax over the target and N sampled negatives. With many negatives (a few hundred to a few
     thousand, e.g. ``--negatives 256``..``3000``) it comes close to ``ce`` at a fraction of the cost on
@@ -53,6 +53,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from sasrec.config import LOSS_SPECS, loss_settings
 from sasrec.precision import compute_dtype
@@ -160,14 +161,16 @@ class _ChunkedLogSumExp(torch.autograd.Function):
     Neither pass keeps the ``(P, I)`` score matrix: the forward pass takes each block's ``(rows, I)`` scores
     and their logsumexp over the whole catalogue at once; the backward pass recomputes them to form the
     block's softmax, its rows of the ``hidden`` gradient, and its term of the ``weight`` gradient (the blocks'
-    terms are added in order, so the result does not depend on the thread count). Peak extra memory is a
+    terms are added in order; with the products that MKL computes reproducibly, the gradients do not depend on
+    the thread count). Peak extra memory is a
     few ``(rows, I)`` blocks. Blocks of positions beat blocks of items on the CPU (measured on ML-1M-shaped
     batches: 0.38 s vs 0.49 s per step at 64 rows, one thread): both products keep the whole catalogue as
     one side, and each block stays in cache through the exponentials.
 
-    Under bfloat16 autocast (``--precision bf16``) both passes run their products in bfloat16 and everything
-    else (scores' exponentials, the logsumexp, the sum of the blocks' ``weight`` gradients) in float32; the
-    backward pass runs outside the autocast region, so the dtype is recorded in forward.
+    Under bfloat16 autocast (``--precision bf16``) the scores and the ``weight`` gradient's products run in
+    bfloat16, and everything else (the exponentials, the logsumexp, the sum of the blocks' ``weight``
+    gradients, and the ``hidden`` gradient's product, see ``backward``) in float32; the backward pass runs
+    outside the autocast region, so the dtype is recorded in forward.
     """
 
     @staticmethod
@@ -184,6 +187,7 @@ class _ChunkedLogSumExp(torch.autograd.Function):
         return lse
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_lse: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         hidden, weight, lse = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -196,7 +200,9 @@ class _ChunkedLogSumExp(torch.autograd.Function):
             # d lse_p / d score_pi = softmax_pi; times the incoming gradient of lse_p
             coef = scores.sub_(lse[block, None]).exp_().mul_(grad_lse[block, None]).to(ctx.dtype)  # in place
             if grad_h is not None:
-                grad_h[block] = coef @ w
+                # In float32 even under bf16: oneDNN's bfloat16 result for this few-rows, long-inner-dimension
+                # product changes with the thread count, and float32 is reproducible (MKL_CBWR, sasrec.model).
+                grad_h[block] = coef.to(lse.dtype) @ weight.to(lse.dtype)
             if grad_w is not None:
                 if coef.dtype == grad_w.dtype:
                     grad_w.addmm_(coef.T, h[block])
@@ -225,16 +231,16 @@ class FullCELoss(nn.Module):
 
     Equal in value and gradient to ``F.cross_entropy(hidden @ item_weight[1:].T, positives - 1)``, but the
     normaliser is a logsumexp over blocks of positions (:func:`chunked_logsumexp`), so memory is
-    ``O(chunk_size * num_items)`` instead of ``O(P * num_items)``. Draws no negatives.
+    ``O(block_rows * num_items)`` instead of ``O(P * num_items)``. Draws no negatives.
 
-    ``chunk_size``: positions per block; 0 (default) picks :func:`ce_block_rows` at call time.
+    ``block_rows``: positions per block; 0 (default) picks :func:`ce_block_rows` at call time.
     """
 
-    def __init__(self, num_negatives: int = 0, chunk_size: int = 0):
+    def __init__(self, num_negatives: int = 0, block_rows: int = 0):
         super().__init__()
         self.num_negatives = 0  # the sampler draws none, whatever --negatives says
         self.shared = False
-        self.chunk_size = chunk_size
+        self.block_rows = block_rows
 
     def forward(
         self, hidden: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, item_weight: torch.Tensor
@@ -242,7 +248,7 @@ class FullCELoss(nn.Module):
         P = hidden.shape[0]
         if P == 0:
             return hidden.sum() * 0.0
-        rows = self.chunk_size or ce_block_rows(item_weight.shape[0] - 1, hidden.device)
+        rows = self.block_rows or ce_block_rows(item_weight.shape[0] - 1, hidden.device)
         lse = chunked_logsumexp(hidden, item_weight[1:], rows)  # (P,)
         pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1)  # (P,)
         return fixed_order_mean(lse - pos_logits.to(lse.dtype)).to(hidden.dtype)

@@ -385,7 +385,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _restore(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -401,7 +401,7 @@ def _signals_deferred() -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            _restore(signum, handler)
         for signum in dict.fromkeys(held):
             handler = previous[signum]
             if callable(handler):
@@ -411,6 +411,13 @@ def _signals_deferred() -> Iterator[None]:
 
 
 DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+def _restore(signum: int, handler: Any) -> None:
+    """Put back a handler that ``signal.signal`` returned; None (one installed from C, which Python cannot
+    reinstall) is left to the code that installed it."""
+    if handler is not None:
+        signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -426,7 +433,7 @@ def _stops_ignored() -> Iterator[None]:
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            _restore(signum, handler)
 
 
 def _stop_reason(exc: BaseException) -> str:
@@ -452,10 +459,10 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
             distributed.on_main(say, info)(f"\n{_stop_reason(exc)} while starting; {changed}")
         raise
     out = trainer.out
-    if resume is None:
-        out.create(run.path)
-    out.lock()
     try:
+        if resume is None:
+            out.create(run.path)
+        out.lock()
         results = _run(trainer, resume is not None)
     except BaseException as exc:
         with _stops_ignored():
