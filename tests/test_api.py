@@ -267,3 +267,16 @@ def test_fit_without_run_dir_leaves_no_temporary_directory_and_save_errors_name_
 def test_a_misspelt_hyperparameter_is_a_config_error_with_a_suggestion() -> None:
     with pytest.raises(ConfigError, match="unknown hyperparameter.*'epoch' \\(did you mean 'epochs'\\?\\)"):
         Recommender(epoch=3)
+
+
+def test_load_refuses_an_empty_path_and_an_unknown_checkpoint(tmp_path) -> None:
+    from helpers import make_run
+
+    from sasrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the path is empty"):
+        Recommender.load("")  # was read as the current directory
+    run = make_run(tmp_path)
+    for checkpoint in ("", "foo"):
+        with pytest.raises(ConfigError, match=f"checkpoint must be 'best' or 'last', got '{checkpoint}'"):
+            Recommender.load(run, checkpoint=checkpoint)  # said "not found; retrain"

@@ -90,7 +90,7 @@ def test_epoch_line_shows_the_selection_metrics_k(tmp_path: Path, capsys) -> Non
     assert main([*common, "--num-blocks", "1", "--metric", "NDCG@20", "--out", str(tmp_path / "run")]) == 0
     epoch_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch"))
     valid = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["valid"]
-    assert f"valid HR@20 {valid['HR@20']:.4f}  NDCG@20 {valid['NDCG@20']:.4f}" in epoch_line
+    assert f"valid sampled HR@20 {valid['HR@20']:.4f}  NDCG@20 {valid['NDCG@20']:.4f}" in epoch_line
     assert "@10" not in epoch_line
 
 

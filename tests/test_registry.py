@@ -130,6 +130,15 @@ def test_a_recipe_preset_applies_over_its_datasets_paper_values_and_the_command_
     assert (beauty.loss, beauty.negatives, beauty.loss_options) == ("sampled-ce", 3000, {"shared": True})
     beauty.loss_options["shared"] = False  # a run's own copy: the recipe is unchanged
     assert resolve({"preset": "beauty-sampled-ce"}).loss_options == {"shared": True}
+    # Another loss drops the recipe's negatives and loss options instead of misreading or refusing them.
+    assert (lambda c: (c.loss, c.negatives, c.loss_options))(resolve({"preset": "games-gsasrec", "loss": "bce"})) == (
+        "bce",
+        1,
+        {},
+    )
+    assert resolve({"preset": "beauty-sampled-ce", "loss": "ce"}).negatives == 0  # was: unknown option 'shared'
+    in_batch = resolve({"preset": "beauty-sampled-ce", "loss_options": {"in_batch": True}})
+    assert in_batch.negatives == 256 and in_batch.loss_options == {"in_batch": True}  # no 3,000 left on record
     for recipe in registry.RECIPES.values():
         assert recipe.dataset in registry.DATASETS and recipe.source
         assert set(recipe.hyperparameters) <= {f.name for f in __import__("dataclasses").fields(type(config))}

@@ -200,8 +200,9 @@ def test_sigterm_stops_like_ctrl_c(trained: tuple[Path, Path], tmp_path: Path) -
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, (proc.returncode, err)
     assert "Traceback" not in err
-    assert f"terminated (SIGTERM); continue with `sasrec train --resume {run}`" in out
     meta, _ = load_checkpoint(run / "last.safetensors")
+    saved = f"epoch {meta['epoch']} is saved"
+    assert f"terminated (SIGTERM); {saved}; continue with `sasrec train --resume {run}`" in out
     assert [r["epoch"] for r in untimed_log(run)] == list(range(1, meta["epoch"] + 1))
     assert not (run / "results.json").exists()
     assert main(["train", "--resume", str(run), "--epochs", str(meta["epoch"] + 1)]) == 0

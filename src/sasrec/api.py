@@ -451,7 +451,10 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | Path, checkpoint: str = "best", output: str | None = None) -> Recommender:
-        """A Recommender from :meth:`save`'s directory, or from any run directory of ``sasrec train``."""
+        """A Recommender from :meth:`save`'s directory, or from any run directory of ``sasrec train``.
+        ``checkpoint``: ``"best"`` (the validation-selected epoch) or ``"last"``."""
+        if not str(path).strip():
+            raise ConfigError("Recommender.load: the path is empty; give a directory from save() or sasrec train")
         path = Path(path)
         run_dir = path / "run" if (path / "run" / "config.json").exists() else path
         rec = cls.__new__(cls)

@@ -155,6 +155,13 @@ def not_a_file(text: str) -> str:
     return text
 
 
+def metric(text: str) -> str:
+    """A validation metric NAME@K, checked by :func:`sasrec.config.split_metric`."""
+    if not text.strip():
+        raise _refuse("NAME@K, e.g. NDCG@10", text)
+    return text
+
+
 def plain_name(text: str) -> str:
     """A file name without a directory part."""
     if not text or Path(text).name != text or text in (".", ".."):

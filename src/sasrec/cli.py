@@ -124,6 +124,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--metric",
+        type=argtypes.metric,
         help="validation metric for model selection, NAME@K (default NDCG@10); "
         "validation computes it at K besides HR@10 and NDCG@10",
     )

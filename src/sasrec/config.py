@@ -473,12 +473,21 @@ def _resolved(given: dict[str, Any]) -> Config:
     recipe = registry.RECIPES.get(given.get("preset"))
     dataset = given.get("dataset", recipe.dataset if recipe else Config.dataset)
     preset = given.get("preset") or (dataset if dataset in registry.DATASETS else None)
-    values = {**(registry.preset_values(preset) if preset else {}), **given, "preset": preset}
+    preset_values = dict(registry.preset_values(preset)) if preset else {}
+    if "loss" in given and given["loss"] != preset_values.get("loss", given["loss"]):
+        # A recipe's negatives and loss options belong to its loss: with another loss they would be
+        # silently misread (256 per-position negatives for bce) or refused as unknown options.
+        preset_values.pop("negatives", None)
+        preset_values.pop("loss_options", None)
+    if "loss_options" in given and _as_bool(dict(given["loss_options"]).get("in_batch", False)):
+        preset_values.pop("negatives", None)  # in-batch negatives are not drawn: no count to record
+    values = {**preset_values, **given, "preset": preset}
     if recipe and "dataset" not in given:
         values["dataset"] = recipe.dataset
     config = Config(**values)
     config.validate()
     check_no_ignored_values(given, config)
+    config.loss_options = loss_settings(config.loss, config.negatives, config.loss_options)  # typed: 64, not 64.0
     return config
 
 

@@ -222,6 +222,8 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path, need: str = CONFIG) -> RunDir:
         """An existing run directory; raises SASRecError if ``need`` (a file name) is not in it."""
+        if not str(path).strip():  # Path("") would be the current directory
+            raise ConfigError("the run directory is an empty path: give the directory of a `sasrec train` run")
         run = cls(path)
         if not run.path.is_dir() or not (run / need).exists():
             raise SASRecError(
@@ -477,6 +479,8 @@ def load_run(
         SASRecError: not a run directory, a missing, damaged or mismatched checkpoint (named), or weights
             that are not all finite (a diverged run).
     """
+    if checkpoint not in ("best", "last"):
+        raise ConfigError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     run = RunDir.open(run_dir)
     config = relocate_dataset(run.read_config(), data_dir)
     name = f"{checkpoint}.safetensors"

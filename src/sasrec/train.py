@@ -112,6 +112,7 @@ class Trainer:
             for protocol in ("sampled", "full")
         }
         self.epoch = 0
+        self.saved_epoch = 0  # the epoch last.safetensors holds (what a stop keeps)
         self.best = {"epoch": 0, "value": -np.inf, "bad_evals": 0}
 
     # ------------------------------------------------------------------ one epoch
@@ -204,7 +205,7 @@ class Trainer:
                 self.out.append_log(record)  # log first: resume drops lines newer than the checkpoint
                 self._save_last()
             if not self.quiet:
-                print(_format_record(record, cfg.metric), flush=True)
+                print(_format_record(record, cfg.metric, cfg.val_protocol), flush=True)
             if stop:
                 self.say(f"early stop: {cfg.metric} has not improved for {cfg.patience} evaluations")
                 break
@@ -235,6 +236,7 @@ class Trainer:
             "num_items": self.split.num_items,
         }
         self.out.save_last(self.model, meta, self.optimizer, {"torch_rng": torch.get_rng_state()})
+        self.saved_epoch = self.epoch
 
     def resume(self) -> None:
         """Continue from ``last.safetensors``, or from epoch 0 when no epoch was saved (a run killed early).
@@ -259,7 +261,7 @@ class Trainer:
             f"its log and best checkpoint), or evaluate the best checkpoint as it is",
         )
         self.run.check_settings(meta)
-        self.epoch = meta["epoch"]
+        self.epoch = self.saved_epoch = meta["epoch"]
         self.best = meta["best"]
         if (self.run / "results.json").exists():
             cfg = self.config
@@ -273,7 +275,8 @@ class Trainer:
                 )
             if needs:
                 raise ConfigError(
-                    f"{path} is complete: it trained {self.epoch} epochs and wrote its test results; "
+                    f"{path} is complete: it trained {self.epoch} epoch{'s' if self.epoch != 1 else ''} and wrote its "
+                    "test results; "
                     f"to train it further, pass {' and '.join(needs)}"
                 )
         self.sampler.rng.bit_generator.state = meta["sampler_rng"]
@@ -300,11 +303,12 @@ class Trainer:
         return results
 
 
-def _format_record(record: dict[str, Any], metric: str) -> str:
+def _format_record(record: dict[str, Any], metric: str, protocol: str) -> str:
     text = f"epoch {record['epoch']:4d}  loss {record['loss']:.4f}  {record['train_seconds']:.2f}s"
     if "valid" in record:
         v, k = record["valid"], split_metric(metric)[1]  # at the selection metric's K: what picks the best epoch
-        text += f"  valid HR@{k} {v.get(f'HR@{k}', float('nan')):.4f}  NDCG@{k} {v.get(f'NDCG@{k}', float('nan')):.4f}"
+        hr, ndcg = v.get(f"HR@{k}", float("nan")), v.get(f"NDCG@{k}", float("nan"))
+        text += f"  valid {protocol} HR@{k} {hr:.4f}  NDCG@{k} {ndcg:.4f}"  # the two protocols differ 10-fold
     return text
 
 
@@ -473,12 +477,13 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
                     if isinstance(exc, KeyboardInterrupt):
                         trainer.say(f"\n{what} before the first epoch was saved; nothing was kept")
                 elif isinstance(exc, KeyboardInterrupt):
-                    trainer.say(f"\n{what}; continue with `sasrec train --resume {run.path}`")
+                    kept = f"epoch {trainer.saved_epoch} is saved"
+                    trainer.say(f"\n{what}; {kept}; continue with `sasrec train --resume {run.path}`")
             finally:
                 run.unlock()
         raise
     run.unlock()
-    distributed.on_main(print_results, info)(results, config.metric)
+    distributed.on_main(print_results, info)(results, config.metric, config.val_protocol)
     return results
 
 
@@ -513,9 +518,11 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def print_results(results: dict[str, Any], metric: str) -> None:
-    """The final test metrics (always printed, even with --quiet: they are the run's answer)."""
-    print(f"best epoch {results['best_epoch']} (validation {metric} {results[f'valid_{metric}']:.4f}); test metrics:")
+def print_results(results: dict[str, Any], metric: str, protocol: str) -> None:
+    """The final test metrics (always printed, even with --quiet: they are the run's answer); ``protocol``:
+    the validation protocol that chose the best epoch."""
+    value = results[f"valid_{metric}"]
+    print(f"best epoch {results['best_epoch']} (validation {protocol} {metric} {value:.4f}); test metrics:")
     for protocol in ("sampled", "full"):
         m = results[protocol]["metrics"]
         users = results[protocol]["users"]

@@ -148,7 +148,7 @@ _ALL = (
         paper_sha256=None,
         hyperparameters=_SPARSE,
     ),
-    # The embedded default (sasrec.data.synthetic): small, so `python train.py` ends in about a minute.
+    # The embedded default (sasrec.data.synthetic): small, so `python train.py` ends in well under a minute.
     Dataset(
         name="synthetic",
         description="simulated sessions generated from a seed (sasrec.data.synthetic)",
