@@ -310,3 +310,18 @@ def test_callers_read_the_last_maxlen_items_of_a_long_history() -> None:
 
     exported, _, _ = ScoringNetwork(model)(torch.tensor([history]))
     torch.testing.assert_close(exported[0], model.score(model.last_hidden(torch.tensor([recent])))[0])
+
+
+def test_ffn_factor_widens_the_feed_forward_layer_and_is_recorded_as_architecture(tmp_path) -> None:
+    from sasrec.config import resolve
+    from sasrec.runs import ARCHITECTURE, build_model
+
+    assert resolve({}).ffn_factor == 1  # the paper's FFN: d -> d -> d
+    config = resolve({"ffn_factor": 4, "hidden": 8})
+    model = build_model(config, num_items=20)
+    assert model.blocks[0].ffn.fc1.weight.shape == (32, 8) and model.blocks[0].ffn.fc2.weight.shape == (8, 32)
+    assert "ffn_factor" in ARCHITECTURE  # checkpoints record it; an edited config.json is refused
+    paper = build_model(resolve({"hidden": 8}), num_items=20)
+    assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in paper.parameters()) == 2 * (
+        2 * 3 * 8 * 8 + 3 * 8  # per block: two (d x 3d) weight blocks more, and fc1's 3d bias entries
+    )

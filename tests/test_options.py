@@ -427,6 +427,7 @@ def test_largest_accepted_dropout_works_and_the_next_is_refused() -> None:
         ("batching = 'sorted'", "batching must be one of random, shuffle, bucket"),
         ("loss = 'bpr'", "unknown loss 'bpr'"),
         ("loss_options = { tee = 1.0 }", "unknown option(s) tee"),
+        ("ffn_factor = 0", "ffn_factor must be from 1 to 256"),
         ("dataset = ''", "dataset must not be empty"),  # was read as the current directory
         ("data_dir = ' '", "data_dir must not be empty"),
         ("out = ''", "out must not be empty"),

@@ -63,6 +63,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-blocks", type=config_value("num_blocks"), help="self-attention blocks (paper: 2)")
     p.add_argument("--num-heads", type=config_value("num_heads"), help="attention heads (paper: 1)")
     p.add_argument("--dropout", type=config_value("dropout"), help="dropout rate (paper: 0.2 ml-1m, 0.5 others)")
+    p.add_argument(
+        "--ffn-factor",
+        type=config_value("ffn_factor"),
+        help="feed-forward width as a multiple of --hidden (paper: 1; eSASRec's recipe: 4)",
+    )
     _bool_flag(p, "norm-first", "pre-LN blocks instead of the reference's arrangement")
     _bool_flag(
         p,

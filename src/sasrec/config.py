@@ -95,6 +95,7 @@ LIMITS: dict[str, Limit] = {
     "hidden": Limit(1, MAX_COUNT),
     "num_blocks": Limit(0, MAX_BLOCKS),
     "num_heads": Limit(1, MAX_COUNT),
+    "ffn_factor": Limit(1, MAX_BLOCKS),
     "dropout": Limit(0, MAX_DROPOUT, note="65535/65536: dropout masks work in steps of 1/65536"),
     "lr": Limit(0, above=True),
     "adam_beta1": Limit(0, 1, below=True),
@@ -278,6 +279,7 @@ class Config:
     # Score items with the input item embedding (the paper's shared embedding). False adds a separate
     # output embedding (gSASRec's default); with gbce on Games it learned faster early but ended lower.
     tied_output: bool = True
+    ffn_factor: int = 1  # the feed-forward layer's width / hidden (the paper: 1; eSASRec: 4)
     # optimisation: Adam, with the reference's betas (kang205/SASRec's tf.train.AdamOptimizer(beta2=0.98))
     lr: float = 0.001
     adam_beta1: float = 0.9

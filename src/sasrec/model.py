@@ -136,12 +136,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class PointWiseFeedForward(nn.Module):
-    """FFN(x) = ReLU(x W1 + b1) W2 + b2, applied at every position, with dropout after each layer."""
+    """FFN(x) = ReLU(x W1 + b1) W2 + b2, applied at every position, with dropout after each layer.
 
-    def __init__(self, hidden: int, dropout: float, kernels: TorchKernels):
+    ``W1`` is ``(d, factor * d)`` and ``W2`` ``(factor * d, d)``: the paper's FFN has ``factor = 1``; Transformer
+    recipes such as eSASRec widen it to 4.
+    """
+
+    def __init__(self, hidden: int, dropout: float, kernels: TorchKernels, factor: int = 1):
         super().__init__()
-        self.fc1 = nn.Linear(hidden, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc1 = nn.Linear(hidden, factor * hidden)
+        self.fc2 = nn.Linear(factor * hidden, hidden)
         self.dropout = Dropout(dropout, kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,13 +159,21 @@ class Block(nn.Module):
     ``norm_first=True`` (pre-LN, as pmixer's option): ``x = x + Attn(LN(x), LN(x)); x = x + FFN(LN(x))``.
     """
 
-    def __init__(self, hidden: int, num_heads: int, dropout: float, norm_first: bool, kernels: TorchKernels):
+    def __init__(
+        self,
+        hidden: int,
+        num_heads: int,
+        dropout: float,
+        norm_first: bool,
+        kernels: TorchKernels,
+        ffn_factor: int = 1,
+    ):
         super().__init__()
         self.norm_first = norm_first
         self.attn_norm = LayerNorm(hidden, eps=1e-8)
         self.attn = CausalSelfAttention(hidden, num_heads, dropout, kernels)
         self.ffn_norm = LayerNorm(hidden, eps=1e-8)
-        self.ffn = PointWiseFeedForward(hidden, dropout, kernels)
+        self.ffn = PointWiseFeedForward(hidden, dropout, kernels, ffn_factor)
 
     def forward(self, x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, d)`` -> ``(B, T, d)``; with ``last`` ``(B,)``, only each row's position ``last[b]``:
@@ -197,6 +209,7 @@ class SASRec(nn.Module):
         norm_first: pre-LN blocks instead of the reference's arrangement.
         tied_output: score items with the input item embedding (the paper); False learns a separate output
             embedding ``out_emb`` (gSASRec's default).
+        ffn_factor: the feed-forward layer's width as a multiple of ``hidden`` (the paper: 1).
         kernels: how dropout masks are drawn and attention with dropout is computed in training:
             :class:`TorchKernels` (the default) or :class:`sasrec.kernels.CPUKernels` (faster on the CPU, masks
             from a NumPy generator). Evaluation does not use them.
@@ -212,6 +225,7 @@ class SASRec(nn.Module):
         dropout: float = 0.2,
         norm_first: bool = False,
         tied_output: bool = True,
+        ffn_factor: int = 1,
         kernels: TorchKernels | None = None,
     ):
         super().__init__()
@@ -221,7 +235,9 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(maxlen, hidden)
         self.emb_dropout = Dropout(dropout, kernels)
-        self.blocks = nn.ModuleList(Block(hidden, num_heads, dropout, norm_first, kernels) for _ in range(num_blocks))
+        self.blocks = nn.ModuleList(
+            Block(hidden, num_heads, dropout, norm_first, kernels, ffn_factor) for _ in range(num_blocks)
+        )
         self.last_norm = LayerNorm(hidden, eps=1e-8)
         self.out_emb = None if tied_output else nn.Embedding(num_items + 1, hidden, padding_idx=0)
         self.reset_parameters()

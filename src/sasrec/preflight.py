@@ -184,8 +184,12 @@ def training_memory(config: Config, split: Split, loss: nn.Module) -> list[Memor
     return [
         MemoryPart(PER_PARAMETER * tables * (split.num_items + 1) * h, "the item embeddings", ("hidden",)),
         MemoryPart(PER_PARAMETER * config.maxlen * h, "the position embeddings", ("maxlen", "hidden")),
-        # attention's in/out projections (4 h^2) and the feed-forward's two layers (2 h^2)
-        MemoryPart(PER_PARAMETER * blocks * 6 * h * h, "the blocks' weights", ("hidden", "num_blocks")),
+        # attention's in/out projections (4 h^2) and the feed-forward's two layers (2 ffn_factor h^2)
+        MemoryPart(
+            PER_PARAMETER * blocks * (4 + 2 * config.ffn_factor) * h * h,
+            "the blocks' weights",
+            ("hidden", "num_blocks", "ffn_factor"),
+        ),
         MemoryPart(
             FLOAT * blocks * 2 * batch * config.num_heads * length * length,  # probabilities and their gradient
             "the attention probabilities",

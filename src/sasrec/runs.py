@@ -59,7 +59,7 @@ CONFIG, FINGERPRINT, LOG, LAST, BEST, RESULTS, CURVE = (
 
 # Config fields that change what the network computes, in training or in scoring; with the catalogue size
 # they are recorded in every checkpoint and must agree with config.json when it is loaded.
-ARCHITECTURE = ("maxlen", "hidden", "num_blocks", "num_heads", "dropout", "norm_first", "tied_output")
+ARCHITECTURE = ("maxlen", "hidden", "num_blocks", "num_heads", "dropout", "norm_first", "tied_output", "ffn_factor")
 
 
 # Settings a resumed run may change; every other one makes it a different run. ``last.safetensors`` records
