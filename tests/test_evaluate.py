@@ -452,7 +452,8 @@ def test_evaluate_prints_its_tables_without_a_leading_blank_line(tmp_path, capsy
     run = make_run(tmp_path, eval_negatives=5)
     assert main(["evaluate", "--run", str(run), "--k", "1", "5"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("full protocol") and "\n\nsampled protocol" in out
+    assert out.startswith(f"best checkpoint of {run} (epoch ") and "\n\nfull protocol" in out
+    assert "\n\nsampled protocol" in out
 
 
 def test_model_scores_written_into_reused_buffers_are_the_models_own() -> None:

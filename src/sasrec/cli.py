@@ -222,7 +222,12 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         default="both",
         help="full ranking, sampled negatives, or both (default)",
     )
-    p.add_argument("--split", choices=("test", "valid"), default="test")
+    p.add_argument(
+        "--split",
+        choices=("test", "valid"),
+        default="test",
+        help="which held-out item to rank: the last (test, default) or the one before it (valid)",
+    )
     p.add_argument(
         "--k",
         type=argtypes.integer(1, MAX_K),
@@ -286,6 +291,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     else:
+        print(f"{results[0]['model']}\n")  # what was evaluated: the checkpoint and its epoch, or the baseline
         print("\n\n".join(format_result(r) for r in results))  # a blank line between protocols only
     return 0
 
