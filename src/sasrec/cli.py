@@ -58,11 +58,17 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "recipe trains its dataset unless --dataset says otherwise)",
     )
     p.add_argument("--config", type=argtypes.existing_file, help="a TOML file of Config values (see sasrec/config.py)")
-    p.add_argument("--maxlen", type=config_value("maxlen"), help="longest sequence read (paper: 200 ml-1m, 50 others)")
+    p.add_argument(
+        "--maxlen", type=config_value("maxlen"), help="longest sequence read (default 50; the ml-1m preset: 200)"
+    )
     p.add_argument("--hidden", type=config_value("hidden"), help="embedding size d (paper: 50)")
     p.add_argument("--num-blocks", type=config_value("num_blocks"), help="self-attention blocks (paper: 2)")
     p.add_argument("--num-heads", type=config_value("num_heads"), help="attention heads (paper: 1)")
-    p.add_argument("--dropout", type=config_value("dropout"), help="dropout rate (paper: 0.2 ml-1m, 0.5 others)")
+    p.add_argument(
+        "--dropout",
+        type=config_value("dropout"),
+        help="dropout rate (default 0.2; presets: 0.2 ml-1m, 0.5 games, beauty and steam)",
+    )
     p.add_argument(
         "--ffn-factor",
         type=config_value("ffn_factor"),
@@ -84,7 +90,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--batch-size", type=config_value("batch_size"), help="users per batch (paper: 128)")
     p.add_argument(
-        "--epochs", type=config_value("epochs"), help="maximum epochs (>= 1; with --resume, the total to reach)"
+        "--epochs", type=config_value("epochs"), help="maximum epochs (default 200; with --resume, the total to reach)"
     )
     p.add_argument(
         "--l2-emb",
@@ -120,7 +126,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--eval-every", type=config_value("eval_every"), help="validate every N epochs (default 1)")
     p.add_argument(
-        "--patience", type=config_value("patience"), help="stop after N validations without improvement (0: never)"
+        "--patience",
+        type=config_value("patience"),
+        help="stop after N validations without improvement (default 20; 0: never)",
     )
     p.add_argument(
         "--max-minutes",
