@@ -110,6 +110,8 @@ CASES: list[tuple[list[str], list[str], str]] = [
     (TRAIN, ["--num-blocks", "-1"], "--num-blocks"),
     (TRAIN, ["--num-heads", "0"], "--num-heads"),
     (TRAIN, ["--num-heads", "3"], "num_heads (3)"),  # hidden 50 is not divisible by 3: checked on the config
+    (TRAIN, ["--ffn-factor", "0"], "--ffn-factor"),
+    (TRAIN, ["--ffn-factor", "257"], "--ffn-factor"),
     (TRAIN, ["--dropout", "1"], "--dropout"),
     (TRAIN, ["--dropout", "0.99999999"], "--dropout"),  # rounds to a keep threshold of 65536/65536
     (TRAIN, ["--dropout", "-0.1"], "--dropout"),
