@@ -670,8 +670,11 @@ def precision_table(summary: list[dict]) -> str:
             lines.append(f"| {r['dataset']} | {r['protocol']} | no float32 row with the same settings | | | | |")
             continue
         for metric in ("HR@10", "NDCG@10"):
-            diff = r[metric] - base[metric]
-            ok = "yes" if abs(diff) <= base[f"{metric}_std"] else "no"
+            diff, std = r[metric] - base[metric], base[f"{metric}_std"]
+            if min(r["seeds"], base["seeds"]) < 2:
+                ok = "needs 2+ seeds each"
+            else:
+                ok = "yes" if abs(diff) <= std else ("no: higher" if diff > 0 else "no: lower")
             lines.append(
                 f"| {r['dataset']} | {r['protocol']} | {metric} | {base[metric]:.4f} ± {base[f'{metric}_std']:.4f} "
                 f"({base['seeds']}) | {r[metric]:.4f} ± {r[f'{metric}_std']:.4f} ({r['seeds']}) | {diff:+.4f} | {ok} |"
