@@ -108,5 +108,9 @@ def test_precision_table_puts_bf16_beside_float32_and_judges_by_one_std(reproduc
     ]
     lines = reproduce.precision_table(summary).splitlines()
     assert lines[2] == ("| games | sampled | HR@10 | 0.7400 ± 0.0030 (3) | 0.7420 ± 0.0050 (3) | +0.0020 | yes |")
-    assert lines[3] == ("| games | sampled | NDCG@10 | 0.5300 ± 0.0010 (3) | 0.5280 ± 0.0020 (3) | -0.0020 | no |")
+    assert lines[3] == (
+        "| games | sampled | NDCG@10 | 0.5300 ± 0.0010 (3) | 0.5280 ± 0.0020 (3) | -0.0020 | no: lower |"
+    )
     assert reproduce.precision_table(summary[:1]) == ""  # no bf16 run: no table
+    summary[1]["seeds"] = 1  # one seed has no spread to compare with
+    assert reproduce.precision_table(summary).splitlines()[2].endswith("| +0.0020 | needs 2+ seeds each |")
