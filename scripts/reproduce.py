@@ -632,7 +632,8 @@ def plot_precision(curves: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets, strict=True):
         for tag, color, label in (("", "tab:blue", "float32"), ("-bf16", "tab:orange", "bfloat16")):
-            runs = sorted({c["run"] for c in curves if (c["dataset"], c["tag"], c["loss"]) == (dataset, tag, "bce")})
+            key = (dataset, tag, "bce", True)  # finished runs only, as in the table
+            runs = sorted({c["run"] for c in curves if (c["dataset"], c["tag"], c["loss"], c["finished"]) == key})
             for i, run in enumerate(runs):
                 points = [c for c in curves if c["run"] == run]
                 ax.plot(
@@ -640,7 +641,7 @@ def plot_precision(curves: list[dict], path: Path) -> None:
                     [c["NDCG@10"] for c in points],
                     color=color,
                     alpha=0.6,
-                    label=f"{label} ({len(runs)} seeds)" if i == 0 else None,
+                    label=f"{label} ({len(runs)} seed{'s' * (len(runs) != 1)})" if i == 0 else None,
                 )
         ax.set(title=f"{dataset}: training precision", xlabel="epoch", ylabel="validation NDCG@10 (sampled)")
     _save(fig, axes[0], path)
