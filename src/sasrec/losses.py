@@ -194,20 +194,21 @@ class _ChunkedLogSumExp(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device) if need_w else None
         h, w = hidden.to(ctx.dtype), weight.to(ctx.dtype)
+        w_acc = weight.to(lse.dtype)  # the hidden gradient's product, in at least float32 (see below)
         for start in range(0, hidden.shape[0], ctx.rows):
             block = slice(start, start + ctx.rows)
             scores = (h[block] @ w.T).to(lse.dtype)  # (rows, I)
             # d lse_p / d score_pi = softmax_pi; times the incoming gradient of lse_p
-            coef = scores.sub_(lse[block, None]).exp_().mul_(grad_lse[block, None]).to(ctx.dtype)  # in place
+            coef = scores.sub_(lse[block, None]).exp_().mul_(grad_lse[block, None])  # in place, float32
             if grad_h is not None:
                 # In float32 even under bf16: oneDNN's bfloat16 result for this few-rows, long-inner-dimension
                 # product changes with the thread count, and float32 is reproducible (MKL_CBWR, sasrec.model).
-                grad_h[block] = coef.to(lse.dtype) @ weight.to(lse.dtype)
+                grad_h[block] = coef @ w_acc
             if grad_w is not None:
-                if coef.dtype == grad_w.dtype:
+                if ctx.dtype == grad_w.dtype:
                     grad_w.addmm_(coef.T, h[block])
                 else:  # bfloat16 products: each block's term rounded once, the sum kept in float32
-                    grad_w += coef.T @ h[block]
+                    grad_w += coef.to(ctx.dtype).T @ h[block]
         return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None
 
 
