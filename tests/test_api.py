@@ -224,7 +224,7 @@ def test_columns_must_differ_and_parameters_hold_the_command_lines_limits(tmp_pa
             Recommender(min_count=bad)
     with pytest.raises(ConfigError, match="threads must be from 0 to 1024"):
         Recommender(threads=100000)
-    with pytest.raises(ConfigError, match="does nothing with --loss ce"):
+    with pytest.raises(ConfigError, match="does nothing with loss='ce'"):
         Recommender(loss="ce", negatives=5)
 
 
@@ -240,7 +240,7 @@ def test_fit_without_run_dir_leaves_no_temporary_directory_and_save_errors_name_
         return sorted(p.name for p in tmp_path.glob("sasrec-*"))
 
     log = interactions(120, 100)
-    with pytest.raises(ConfigError, match="--eval-negatives"):  # refused on this data, after preprocessing
+    with pytest.raises(ConfigError, match="eval_negatives=500: "):  # refused on this data, after preprocessing
         Recommender(**{**SMALL, "eval_negatives": 500}).fit(log, time_col="timestamp")
     assert runs() == []
     rec = Recommender(**SMALL).fit(log, time_col="timestamp")
@@ -280,3 +280,26 @@ def test_load_refuses_an_empty_path_and_an_unknown_checkpoint(tmp_path) -> None:
     for checkpoint in ("", "foo"):
         with pytest.raises(ConfigError, match=f"checkpoint must be 'best' or 'last', got '{checkpoint}'"):
             Recommender.load(run, checkpoint=checkpoint)  # said "not found; retrain"
+
+
+def test_errors_name_the_apis_parameters_and_the_users_own_ids(tmp_path: Path) -> None:
+    """The configuration and pre-flight checks are shared with the command line; through the API their
+    messages name keyword arguments (not ``--options``) and the user ids given to fit (not file numbers)."""
+    with pytest.raises(ConfigError) as raised:
+        Recommender(loss="ce", negatives=5)
+    assert str(raised.value).startswith("negatives=5 does nothing with loss='ce'") and "--" not in str(raised.value)
+
+    rng = np.random.default_rng(0)  # 12 items: no user has 11 unseen ones for the sampled protocol
+    log = {"user_id": [f"u{u}" for u in range(30) for _ in range(8)], "item_id": list(rng.integers(0, 12, 240))}
+    with pytest.raises(ConfigError) as raised:
+        Recommender(min_count=1, quiet=True, eval_negatives=11).fit(log, run_dir=tmp_path / "a")
+    message = str(raised.value)
+    assert message.startswith("eval_negatives=11: the sampled protocol") and "--" not in message
+    assert "val_protocol='sampled'" in message and "lower eval_negatives to at most" in message
+    assert "the first: user 'u0')" in message  # was "user #1, counting users in ascending id order"
+
+    with pytest.raises(ConfigError) as raised:
+        Recommender(min_count=1, negatives=50, loss_options={"shared": True}).fit(log, run_dir=tmp_path / "b")
+    assert "(loss_options={'shared': True})" in str(raised.value)
+    assert str(raised.value).endswith("or pass loss_options={'shared': False}")
+    assert os.listdir(tmp_path) == []

@@ -20,6 +20,7 @@ import datetime as _dt
 import difflib
 import io
 import math
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from sasrec.argtypes import check_output_dir, check_writable
-from sasrec.config import FIELDS, resolve
+from sasrec.config import BATCHINGS, FIELDS, LOSS_SPECS, PRECISIONS, resolve
 from sasrec.data import readers
 from sasrec.data.preprocess import length_stats, preprocess_rows, write_outputs
 from sasrec.errors import ConfigError, SASRecError
@@ -203,6 +204,49 @@ def _count(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+_USER_NUMBER = re.compile(r"user #(\d+), counting users in ascending id order")
+_LOSS_OPTION = re.compile(r"--loss-option (\w+)=([\w.]+)")
+_OPTION = re.compile(r"--([a-z][a-z0-9-]*)(?: ([\w.@'-]+))?")
+_CHOICES = {*LOSS_SPECS, *PRECISIONS, *BATCHINGS, "sampled", "full"}  # the option values that are words
+
+
+def _in_api_terms(message: str, user_ids: Sequence[str] | None = None) -> str:
+    """A message worded for the command line, in this API's terms.
+
+    ``--eval-negatives 5`` becomes ``eval_negatives=5``, ``--loss-option shared=true`` becomes
+    ``loss_options={'shared': True}``, and a user numbered in the preprocessed file becomes the user id
+    given to ``fit`` (``user_ids[n - 1]`` is user #n's).
+    """
+
+    def option(match: re.Match) -> str:
+        name, value = match.group(1).replace("-", "_"), match.group(2)
+        word = value in _CHOICES or bool(value and re.fullmatch(r"[A-Za-z]+@\d+", value))  # a str value
+        if value is None or not (word or value[0] in "'0123456789"):
+            return name + match.group(0)[len(match.group(1)) + 2 :]  # a flag followed by prose
+        return f"{name}={value!r}" if word else f"{name}={value}"
+
+    def loss_option(match: re.Match) -> str:
+        value = {"true": "True", "false": "False"}.get(match.group(2).lower(), match.group(2))
+        return f"loss_options={{{match.group(1)!r}: {value}}}"
+
+    message = _OPTION.sub(option, _LOSS_OPTION.sub(loss_option, message))
+    if user_ids is not None:
+        message = _USER_NUMBER.sub(lambda m: f"user {user_ids[int(m.group(1)) - 1]!r}", message)
+    return message
+
+
+@contextlib.contextmanager
+def _api_errors(user_ids: Sequence[str] | None = None):
+    """Re-raise an error of the code shared with the command line (configuration, pre-flight, training) in
+    this API's terms; an error of a more specific kind (a data file's, which names its line) as it is."""
+    try:
+        yield
+    except SASRecError as exc:
+        if type(exc) not in (SASRecError, ConfigError):
+            raise
+        raise type(exc)(_in_api_terms(str(exc), user_ids)) from None
+
+
 def _frame(columns: dict[str, list[Any]], output: str) -> Any:
     if output == "pandas":
         import pandas as pd
@@ -249,7 +293,8 @@ class Recommender:
         self.min_count = _count("min_count", min_count, 0)  # sasrec preprocess --min-count's rule
         self.output = output
         self.hyperparameters = hyperparameters
-        resolve({"preset": preset, **hyperparameters})  # fail fast on bad values
+        with _api_errors():
+            resolve({"preset": preset, **hyperparameters})  # fail fast on bad values
         self.run_dir: Path | None = None
         self.results: dict[str, Any] | None = None
         self._predictor: Predictor | None = None
@@ -324,19 +369,20 @@ class Recommender:
             "sequence_length": length_stats(processed.sequences.lengths),
         }
         paths = write_outputs(processed, root / "data", "data", stats, force=True)
-        config = resolve(
-            {
-                "preset": self.preset,
-                **self.hyperparameters,
-                "dataset": str(paths["sequences"]),
-                "out": str(root / "run"),
-            }
-        )
-        from sasrec.train import train  # only fitting needs the training loop
+        with _api_errors(processed.user_ids):
+            config = resolve(
+                {
+                    "preset": self.preset,
+                    **self.hyperparameters,
+                    "dataset": str(paths["sequences"]),
+                    "out": str(root / "run"),
+                }
+            )
+            from sasrec.train import train  # only fitting needs the training loop
 
-        # The command line always prints the final test metrics (the run's answer); quiet=True here means silent.
-        with contextlib.redirect_stdout(io.StringIO()) if config.quiet else contextlib.nullcontext():
-            self.results = train(config)
+            # The command line always prints the final test metrics (the run's answer); quiet=True: silent.
+            with contextlib.redirect_stdout(io.StringIO()) if config.quiet else contextlib.nullcontext():
+                self.results = train(config)
         self.run_dir = root / "run"
         self._predictor = Predictor.load(self.run_dir)
         self.output = self.output or kind
