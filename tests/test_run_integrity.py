@@ -208,14 +208,64 @@ def test_sigterm_stops_like_ctrl_c(trained: tuple[Path, Path], tmp_path: Path) -
     assert main(["train", "--resume", str(run), "--epochs", str(meta["epoch"] + 1)]) == 0
 
 
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.2, 2.0, 3.0])
+def test_a_stop_at_any_moment_of_the_start_is_one_line_and_no_traceback(delay: float, tmp_path: Path) -> None:
+    """Ctrl-C while the command imports its modules and torch: before, a traceback (early) or a silent exit
+    130 (later), and now and then an abort from torch's C++ code ("terminate called after throwing")."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sasrec", "train", "--epochs", "1", "--out", str(run)],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip(f"the run finished within {delay} s")
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and "terminate called" not in err, err
+    assert "interrupted" in out + err
+    assert not run.exists() or not (run / "last.safetensors").exists()
+
+
+def test_a_stop_held_while_starting_is_reported_after_it(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A signal that arrives while the command line parses and imports torch is held, then reported in one
+    line; the command does not run."""
+    import sasrec.cli
+
+    ran = []
+    parser = sasrec.cli.build_parser()
+    monkeypatch.setattr(sasrec.cli, "run_train", lambda args: ran.append(args) or 0)
+    for signum, status, what in ((signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")):
+
+        class Stopped(type(parser)):
+            def parse_args(self, argv=None, namespace=None, signum=signum):
+                args = parser.parse_args(argv, namespace)
+                args.func = sasrec.cli.run_train
+                os.kill(os.getpid(), signum)  # held: nothing happens until the start is over
+                time.sleep(0.05)
+                return args
+
+        monkeypatch.setattr(sasrec.cli, "build_parser", lambda only=None: Stopped())
+        assert main(["train", "--epochs", "1"]) == status
+        assert capsys.readouterr().err == f"{what} while starting; nothing was written\n"
+    assert ran == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
 @pytest.mark.parametrize("stop", ["Terminated", "KeyboardInterrupt"])
 def test_a_stop_while_starting_says_so_and_writes_nothing(
     stop: str, trained: tuple[Path, Path], run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
+    import sasrec.stops
     import sasrec.train
 
     def stopped(*args, **kwargs):
-        raise getattr(sasrec.train, stop, KeyboardInterrupt)()
+        raise getattr(sasrec.stops, stop, KeyboardInterrupt)()
 
     monkeypatch.setattr(sasrec.train, "load_dataset", stopped)
     new = tmp_path / "new"
@@ -392,12 +442,12 @@ def test_checkpoint_written_outside_a_run_loads(tmp_path: Path) -> None:
 
 def test_a_signal_during_the_epochs_writes_takes_effect_after_them() -> None:
     """SIGTERM or Ctrl-C arriving while an epoch's checkpoints and log line are written waits for them."""
-    from sasrec.train import Terminated, _signals_deferred, _sigterm_as_interrupt
+    from sasrec.stops import Terminated, deferred, sigterm_as_interrupt
 
     for signum, expected in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):
         written = []
-        with pytest.raises(expected), _sigterm_as_interrupt():
-            with _signals_deferred():
+        with pytest.raises(expected), sigterm_as_interrupt():
+            with deferred():
                 os.kill(os.getpid(), signum)
                 time.sleep(0.05)
                 written.append("checkpoint")  # still runs: the signal waits

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from sasrec import argtypes
+from sasrec import argtypes, stops
 from sasrec.argtypes import (
     add_former_spelling,
     check_output_dir,
@@ -484,15 +484,24 @@ def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); ``only`` runs one subcommand's parser alone.
 
     Returns the exit status: 0, 2 for a user error (one ``error: ...`` line on stderr), 130 if interrupted
-    (Ctrl-C), 143 if training was stopped by SIGTERM.
+    (Ctrl-C), 143 if stopped by SIGTERM; a stop prints one line (what was kept), never a traceback.
     """
     try:
-        args = build_parser(only).parse_args(argv)
-        return args.func(args)
+        with stops.held() as received:  # a stop while torch imports is reported after it, not mid-import
+            args = build_parser(only).parse_args(argv)
+            if args.func not in (run_preprocess, run_download):
+                import torch  # noqa: F401  (every other command loads a model)
+        if received:
+            print(stops.starting_message(received), file=sys.stderr)
+            return 128 + received[0]
+        with stops.sigterm_as_interrupt():  # SIGTERM ends every command as Ctrl-C does, with one line
+            return args.func(args)
     except SASRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM while training (sasrec.train.Terminated): 143
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM while training (sasrec.stops.Terminated): 143
+        if not stops.was_reported(exc):
+            print(f"\n{stops.reason(exc)}", file=sys.stderr)
         return getattr(exc, "exit_status", 130)
 
 

@@ -7,13 +7,8 @@ and only rank 0 writes the run directory (see :mod:`sasrec.distributed`).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sasrec import distributed, precision
+from sasrec import distributed, precision, stops
 from sasrec.config import Config, split_metric
 from sasrec.data.dataset import Sequences, Split, split_leave_one_out
 from sasrec.distributed import DistInfo
@@ -198,7 +193,7 @@ class Trainer:
                     self.best["bad_evals"] += 1
                     stop = cfg.patience > 0 and self.best["bad_evals"] >= cfg.patience
             # The epoch's files are written together: Ctrl-C or SIGTERM arriving meanwhile takes effect after.
-            with _signals_deferred():
+            with stops.deferred():
                 if improved:
                     meta = {"epoch": self.epoch, cfg.metric: value, "num_items": self.split.num_items}
                     self.out.save_best(self.model, meta)
@@ -360,88 +355,12 @@ def train(
         raise ConfigError("train() needs a config or a run directory to resume")
     info = distributed.init_from_env(pick_device(config.device))
     try:
-        with distributed.fail_clearly(info), _sigterm_as_interrupt():
+        with distributed.fail_clearly(info), stops.sigterm_as_interrupt():
             results = _train(config, resume, data, info)
             distributed.finish(info)
             return results
     finally:
         distributed.cleanup(info)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled as Ctrl-C (the last saved epoch is kept); ``sasrec`` exits with 143 (128 + 15)."""
-
-    exit_status = 128 + signal.SIGTERM
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (``kill``, a scheduler's stop) raises :class:`Terminated`. Signal handlers can
-    only be set in the main thread; elsewhere SIGTERM keeps its default action."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        _restore(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM are held (not lost) and acted on when it ends, so an epoch's
-    checkpoints and log line are written whole. Only in the main thread, where handlers run."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = {signum: signal.signal(signum, lambda n, frame: held.append(n)) for signum in DEFERRED}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            _restore(signum, handler)
-        for signum in dict.fromkeys(held):
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)  # raises KeyboardInterrupt or Terminated
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
-
-
-DEFERRED = (signal.SIGINT, signal.SIGTERM)
-
-
-def _restore(signum: int, handler: Any) -> None:
-    """Put back a handler that ``signal.signal`` returned; None (one installed from C, which Python cannot
-    reinstall) is left to the code that installed it."""
-    if handler is not None:
-        signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def _stops_ignored() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM are ignored: the clean-up after a first stop (a second Ctrl-C in
-    quick succession) runs to its end instead of breaking off with a traceback. The handlers are restored
-    after it, so a Python session keeps its Ctrl-C. Only in the main thread, where handlers can be set."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in DEFERRED}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            _restore(signum, handler)
-
-
-def _stop_reason(exc: BaseException) -> str:
-    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
 
 
 def _train(config: Config, resume: str | Path | None, data: Sequences | None, info: DistInfo) -> dict[str, Any]:
@@ -458,9 +377,10 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
         # Before the directory is made: a run that could not finish fails here, leaving nothing behind.
         trainer = Trainer(config, run, data, fingerprint, dist=info)
     except KeyboardInterrupt as exc:
-        with _stops_ignored():
+        with stops.ignored():
             changed = "the run was not changed" if resume is not None else "nothing was written"
-            distributed.on_main(say, info)(f"\n{_stop_reason(exc)} while starting; {changed}")
+            distributed.on_main(say, info)(f"\n{stops.reason(exc)} while starting; {changed}")
+            stops.mark_reported(exc)
         raise
     out = trainer.out
     try:
@@ -469,9 +389,9 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
         out.lock()
         results = _run(trainer, resume is not None)
     except BaseException as exc:
-        with _stops_ignored():
+        with stops.ignored():
             try:
-                what = _stop_reason(exc)
+                what = stops.reason(exc)
                 if resume is None and not run.has_epoch():
                     out.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
                     if isinstance(exc, KeyboardInterrupt):
@@ -479,6 +399,8 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
                 elif isinstance(exc, KeyboardInterrupt):
                     kept = f"epoch {trainer.saved_epoch} is saved"
                     trainer.say(f"\n{what}; {kept}; continue with `sasrec train --resume {run.path}`")
+                if isinstance(exc, KeyboardInterrupt):
+                    stops.mark_reported(exc)
             finally:
                 run.unlock()
         raise
