@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +122,7 @@ def trained_on(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
 
     seen: list[dict[str, str]] = []
 
-    def stand_in(config):
+    def stand_in(config, **kwargs):
         data = Path(config.dataset)
         seen.append({p.name.removeprefix("data."): p.read_text() for p in data.parent.iterdir()})
         raise Trained
@@ -303,3 +305,87 @@ def test_errors_name_the_apis_parameters_and_the_users_own_ids(tmp_path: Path) -
     assert "(loss_options={'shared': True})" in str(raised.value)
     assert str(raised.value).endswith("or pass loss_options={'shared': False}")
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------ run_dir, save and load
+
+
+def test_fit_refuses_a_run_dir_that_is_not_empty_before_writing_anything(tmp_path: Path) -> None:
+    """A saved model (or any run) given as run_dir: its files were overwritten by the new dataset's id maps,
+    pairing the old weights with new ids, before the run was refused."""
+    rec = Recommender(**SMALL).fit(interactions(), time_col="timestamp", run_dir=tmp_path / "first")
+    saved = rec.save(tmp_path / "saved")
+    before = {p: p.read_bytes() for p in saved.rglob("*") if p.is_file()}
+    other = interactions(num_users=120)
+    other["item_id"] = [i.replace("item-", "other-") for i in other["item_id"]]
+    for run_dir in (saved, tmp_path / "first" / "run"):  # save()'s layout, and a run directory itself
+        with pytest.raises(ConfigError, match=f"run_dir {re.escape(str(run_dir))} is not empty; give a new"):
+            Recommender(**SMALL).fit(other, time_col="timestamp", run_dir=run_dir)
+    assert {p: p.read_bytes() for p in saved.rglob("*") if p.is_file()} == before
+    assert len(Recommender.load(saved).recommend(["item-3"], k=3)) == 3
+
+
+def test_a_saved_model_can_be_moved_and_copied_and_reads_its_own_id_maps(tmp_path: Path) -> None:
+    rec = Recommender(**SMALL).fit(interactions(), time_col="timestamp")
+    top = Recommender.load(rec.save(tmp_path / "a"), output="dict").recommend_users(["user-1"], k=5)
+    (tmp_path / "a").rename(tmp_path / "b")  # the config still names a/data/data.txt
+    assert Recommender.load(tmp_path / "b", output="dict").recommend_users(["user-1"], k=5) == top
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    maps = tmp_path / "b" / "data" / "data.item_map.tsv"
+    maps.write_text(maps.read_text().replace("item-", "gone-"))  # c must not read b's maps
+    assert Recommender.load(tmp_path / "c", output="dict").recommend_users(["user-1"], k=5) == top
+
+
+def test_saving_a_model_loaded_from_a_sasrec_train_run_copies_that_run_only(tmp_path: Path) -> None:
+    """Before, save() copied the run directory's parent (a whole runs/ folder) and then failed."""
+    Recommender(**SMALL).fit(interactions(), time_col="timestamp", run_dir=tmp_path / "runs" / "fit")
+    (tmp_path / "runs" / "unrelated.txt").write_text("not part of any run")
+    run = tmp_path / "runs" / "fit" / "run"  # a run directory, its dataset and maps in ../data
+    loaded = Recommender.load(run, output="dict")
+    assert loaded.results is not None and loaded.results["best_epoch"] >= 1  # results.json is read
+    top = loaded.recommend_users(["user-1"], k=5)
+    saved = loaded.save(tmp_path / "copy")
+    assert sorted(p.name for p in saved.iterdir()) == ["data", "run"]
+    assert sorted(p.name for p in (saved / "data").iterdir()) == ["data.item_map.tsv", "data.txt", "data.user_map.tsv"]
+    shutil.rmtree(tmp_path / "runs")
+    assert Recommender.load(saved, output="dict").recommend_users(["user-1"], k=5) == top
+
+
+def test_load_refuses_an_unknown_output() -> None:
+    with pytest.raises(ConfigError, match="output must be one of pandas, polars, dict, not 'xml'"):
+        Recommender.load("anything", output="xml")
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_ctrl_c_in_fit_keeps_a_given_run_dir_to_resume_and_says_so(
+    given: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Before, the message offered `sasrec train --resume DIR` for a directory that fit then removed."""
+    import sasrec.train
+    from sasrec.cli import main
+
+    epochs = []
+    train_epoch = sasrec.train.Trainer.train_epoch
+
+    def stopped_in_the_second(self):
+        epochs.append(len(epochs) + 1)
+        if len(epochs) == 2:
+            raise KeyboardInterrupt
+        return train_epoch(self)
+
+    monkeypatch.setattr(sasrec.train.Trainer, "train_epoch", stopped_in_the_second)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    run_dir = tmp_path / "fit" if given else None
+    with pytest.raises(KeyboardInterrupt):
+        Recommender(**{**SMALL, "quiet": False}).fit(interactions(), time_col="timestamp", run_dir=run_dir)
+    out = capsys.readouterr().out
+    assert os.listdir(tmp_path / "temp") == []
+    if not given:
+        assert "interrupted; the run was in a temporary directory, so nothing was kept" in out
+        assert "--resume" not in out
+        return
+    assert f"interrupted; epoch 1 is saved; continue with `sasrec train --resume {run_dir / 'run'}`" in out
+    monkeypatch.setattr(sasrec.train.Trainer, "train_epoch", train_epoch)
+    assert main(["train", "--resume", str(run_dir / "run"), "--quiet"]) == 0
+    assert len(Recommender.load(run_dir).recommend_users(["user-1"], k=3)) == 3

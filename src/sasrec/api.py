@@ -19,6 +19,7 @@ import contextlib
 import datetime as _dt
 import difflib
 import io
+import json
 import math
 import re
 import shutil
@@ -296,6 +297,7 @@ class Recommender:
         with _api_errors():
             resolve({"preset": preset, **hyperparameters})  # fail fast on bad values
         self.run_dir: Path | None = None
+        self._root: Path | None = None  # the directory of run/ and data/, for a fitted or saved model
         self.results: dict[str, Any] | None = None
         self._predictor: Predictor | None = None
         self._temporary: tempfile.TemporaryDirectory | None = None
@@ -319,14 +321,18 @@ class Recommender:
             time_col: timestamps, all numbers (any unit; also numeric strings) or all date/times (datetime64,
                 datetime, ISO-8601 strings; naive ones are UTC); None keeps each user's rows in the order
                 given. Only their order matters.
-            run_dir: where the run goes: the preprocessed dataset, its id maps and everything ``sasrec train``
-                writes. Default: a temporary directory, removed when this Recommender is garbage-collected
-                or the interpreter exits (:meth:`save` keeps a copy).
+            run_dir: a new or empty directory for the run: ``data/`` (the preprocessed dataset and its id
+                maps) and ``run/`` (everything ``sasrec train`` writes). Default: a temporary directory,
+                removed when this Recommender is garbage-collected or the interpreter exits (:meth:`save`
+                keeps a copy).
 
         Raises:
             ConfigError: a missing column; a missing (None, NaN, NaT, empty) or non-integral id, or a missing
                 or unreadable timestamp, naming the column and the row (0-based position); a setting that
-                cannot work on this data. Nothing is left behind: a ``run_dir`` that fit created is removed.
+                cannot work on this data; a ``run_dir`` that is not empty. Nothing is left behind: a
+                ``run_dir`` that fit created is removed (one that was empty is emptied), except after Ctrl-C
+                once an epoch is saved: ``run_dir/run`` is then kept, to continue with
+                ``sasrec train --resume`` or to load.
         """
         names = [user_col, item_col] + ([time_col] if time_col is not None else [])
         labels = ["user_col", "item_col", "time_col"]
@@ -339,6 +345,11 @@ class Recommender:
             if not str(run_dir).strip():
                 raise ConfigError(f"run_dir must be a directory path, got {run_dir!r}")
             check_output_dir("run_dir", run_dir)
+            if Path(run_dir).is_dir() and any(Path(run_dir).iterdir()):
+                raise ConfigError(
+                    f"run_dir {run_dir} is not empty; give a new or empty directory (a fitted model's copy "
+                    "goes elsewhere with save())"
+                )
         columns, kind = _columns(data, names)
         users, items = _ids(columns[0], user_col), _ids(columns[1], item_col)
         times = _times(columns[2], time_col) if time_col is not None else [0] * len(users)
@@ -349,19 +360,24 @@ class Recommender:
         root = Path(temporary.name if temporary else run_dir).resolve()
         made = [p for p in (root / "data", root, *root.parents) if not p.exists()]  # removed if fit fails
         try:
-            self._train(processed, root, kind)
-        except BaseException:
+            self._train(processed, root, kind, temporary=temporary is not None)
+        except BaseException as exc:
             if temporary:
                 temporary.cleanup()
+            elif isinstance(exc, KeyboardInterrupt) and (root / "run" / "last.safetensors").exists():
+                pass  # a saved epoch, which the stop message told how to continue: kept
             elif made:
                 shutil.rmtree(made[-1], ignore_errors=True)
+            else:  # an empty directory of the user's: emptied again
+                for child in root.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
             raise
         if self._temporary is not None:  # a previous fit's run: this one replaces it
             self._temporary.cleanup()
         self._temporary = temporary
         return self
 
-    def _train(self, processed: Any, root: Path, kind: str) -> None:
+    def _train(self, processed: Any, root: Path, kind: str, temporary: bool) -> None:
         stats = {
             "interactions": int(len(processed.sequences.items)),
             "users": processed.sequences.num_users,
@@ -382,8 +398,8 @@ class Recommender:
 
             # The command line always prints the final test metrics (the run's answer); quiet=True: silent.
             with contextlib.redirect_stdout(io.StringIO()) if config.quiet else contextlib.nullcontext():
-                self.results = train(config)
-        self.run_dir = root / "run"
+                self.results = train(config, temporary=temporary)
+        self.run_dir, self._root = root / "run", root
         self._predictor = Predictor.load(self.run_dir)
         self.output = self.output or kind
 
@@ -467,7 +483,8 @@ class Recommender:
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Copy the fitted run (its directory, dataset and id maps) to ``path``, which must not exist.
+        """Copy the model to ``path``, which must not exist: its run directory to ``path/run`` and its dataset
+        and id maps to ``path/data``. The copy is self-contained: it can be moved or copied again.
 
         Raises:
             SASRecError: not fitted; ``path`` exists or cannot be written (nothing is left half-copied).
@@ -482,31 +499,61 @@ class Recommender:
         check_writable("save()", path)
         made = [p for p in (path, *path.parents) if not p.exists()]
         try:
-            shutil.copytree(self.run_dir.parent, path)
-            # The copied run must read the copied dataset, wherever the copy goes.
-            run = path / "run"
-            from sasrec.runs import RunDir
-
-            config = RunDir(run).read_config()
-            config.dataset = str((path / "data" / "data.txt").resolve())
-            RunDir(run).write_config(config)
-        except OSError as exc:
+            self._copy(path)
+        except BaseException as exc:
             shutil.rmtree(made[-1], ignore_errors=True)
-            raise SASRecError(f"save() {path}: cannot write it ({exc.strerror or exc}); choose another path") from None
+            if isinstance(exc, OSError):
+                raise SASRecError(
+                    f"save() {path}: cannot write it ({exc.strerror or exc}); choose another path"
+                ) from None
+            raise
         return path
+
+    def _copy(self, path: Path) -> None:
+        from sasrec.recommend import locate_dataset, map_paths
+        from sasrec.runs import RunDir
+
+        assert self.run_dir is not None
+        shutil.copytree(self.run_dir, path / "run")
+        config = RunDir(path / "run").read_config()
+        if self._root is not None and (self._root / "data").is_dir():  # fit's layout: data/ as it is
+            shutil.copytree(self._root / "data", path / "data")
+            config.dataset = str((path / "data" / Path(config.dataset).name).resolve())
+        else:  # a run of sasrec train: its dataset file and the id maps beside it
+            _, source = locate_dataset(config, self.run_dir)
+            if source is not None:
+                (path / "data").mkdir()
+                target = path / "data" / "data.txt"
+                shutil.copyfile(source, target)
+                for map_from, map_to in zip(map_paths(source), map_paths(target), strict=True):
+                    if map_from.exists():
+                        shutil.copyfile(map_from, map_to)
+                config.dataset = str(target.resolve())
+        RunDir(path / "run").write_config(config)
 
     @classmethod
     def load(cls, path: str | Path, checkpoint: str = "best", output: str | None = None) -> Recommender:
-        """A Recommender from :meth:`save`'s directory, or from any run directory of ``sasrec train``.
-        ``checkpoint``: ``"best"`` (the validation-selected epoch) or ``"last"``."""
+        """A Recommender from :meth:`save`'s (or ``fit(run_dir=...)``'s) directory, wherever it was moved, or
+        from a run directory of ``sasrec train``. ``checkpoint``: ``"best"`` (the validation-selected epoch)
+        or ``"last"``. ``results`` holds the run's test results when it has them.
+
+        Raises:
+            ConfigError: an empty ``path``, an unknown ``checkpoint`` or ``output``.
+            SASRecError: not a run directory, or its model or dataset cannot be read (named).
+        """
         if not str(path).strip():
             raise ConfigError("Recommender.load: the path is empty; give a directory from save() or sasrec train")
+        if output is not None and output not in OUTPUTS:
+            raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
         path = Path(path)
-        run_dir = path / "run" if (path / "run" / "config.json").exists() else path
+        saved = (path / "run" / "config.json").exists()  # save()'s layout: run/ and data/
+        run_dir = path / "run" if saved else path
         rec = cls.__new__(cls)
         rec.preset, rec.min_count, rec.output, rec.hyperparameters = None, 5, output, {}
-        rec.results = None
         rec._temporary = None
-        rec.run_dir = run_dir
-        rec._predictor = Predictor.load(run_dir, checkpoint)
+        rec.run_dir, rec._root = run_dir, path if saved else None
+        data_dir = path / "data" if saved and (path / "data").is_dir() else None  # its own, wherever it is
+        rec._predictor = Predictor.load(run_dir, checkpoint, data_dir=data_dir)
+        results = run_dir / "results.json"
+        rec.results = json.loads(results.read_text()) if results.exists() else None
         return rec

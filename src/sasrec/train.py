@@ -340,9 +340,13 @@ def train(
     resume: str | Path | None = None,
     data: Sequences | None = None,
     changes: dict[str, Any] | None = None,
+    temporary: bool = False,
 ) -> dict[str, Any]:
     """Train a new run (``config``) or resume one (``resume``: its directory; ``changes``: values to apply,
     see :func:`resume_config`), then test its best checkpoint; returns the test results.
+
+    ``temporary``: the run directory is removed after a stop (the caller's temporary directory), so the
+    stop message offers no resume.
 
     Under torchrun (``WORLD_SIZE`` set) this process joins the job's process group first.
     """
@@ -356,14 +360,16 @@ def train(
     info = distributed.init_from_env(pick_device(config.device))
     try:
         with distributed.fail_clearly(info), stops.sigterm_as_interrupt():
-            results = _train(config, resume, data, info)
+            results = _train(config, resume, data, info, temporary)
             distributed.finish(info)
             return results
     finally:
         distributed.cleanup(info)
 
 
-def _train(config: Config, resume: str | Path | None, data: Sequences | None, info: DistInfo) -> dict[str, Any]:
+def _train(
+    config: Config, resume: str | Path | None, data: Sequences | None, info: DistInfo, temporary: bool = False
+) -> dict[str, Any]:
     fingerprint = ""
     try:
         if data is None:  # before the run directory exists: a bad dataset leaves nothing behind
@@ -396,6 +402,8 @@ def _train(config: Config, resume: str | Path | None, data: Sequences | None, in
                     out.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
                     if isinstance(exc, KeyboardInterrupt):
                         trainer.say(f"\n{what} before the first epoch was saved; nothing was kept")
+                elif isinstance(exc, KeyboardInterrupt) and temporary:
+                    trainer.say(f"\n{what}; the run was in a temporary directory, so nothing was kept")
                 elif isinstance(exc, KeyboardInterrupt):
                     kept = f"epoch {trainer.saved_epoch} is saved"
                     trainer.say(f"\n{what}; {kept}; continue with `sasrec train --resume {run.path}`")
