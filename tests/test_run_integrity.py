@@ -231,6 +231,25 @@ def test_a_stop_at_any_moment_of_the_start_is_one_line_and_no_traceback(delay: f
     assert not run.exists() or not (run / "last.safetensors").exists()
 
 
+def test_a_signal_the_process_was_started_ignoring_stays_ignored(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """A job started with `&` from a script ignores SIGINT. Before, it was honoured while the command
+    started (exit 130) and ignored afterwards: whether a stop worked depended on its timing."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sasrec", "train", "--dataset", str(trained[0]), *ARGS, "--out", str(run)],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    time.sleep(0.5)  # while it starts (torch alone takes longer to import)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert (run / "results.json").exists()
+
+
 def test_a_stop_held_while_starting_is_reported_after_it(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """A signal that arrives while the command line parses and imports torch is held, then reported in one
     line; the command does not run."""

@@ -1,5 +1,6 @@
 """``python -m sasrec`` and the ``sasrec`` command (also ``torchrun --nproc_per_node=N -m sasrec train ...``)."""
 
+import signal
 import sys
 
 
@@ -12,7 +13,10 @@ def main() -> int:
     if received:
         print(stops.starting_message(received), file=sys.stderr)
         return 128 + received[0]
-    return cli_main()
+    status = cli_main()
+    for signum in stops.DEFERRED:  # the work is done and reported: a late stop must not turn it into a failure
+        signal.signal(signum, signal.SIG_IGN)
+    return status
 
 
 if __name__ == "__main__":

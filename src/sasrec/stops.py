@@ -35,7 +35,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def terminate(signum: int, frame: object) -> None:
         raise Terminated()
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = _install(signal.SIGTERM, terminate)
     try:
         yield
     finally:
@@ -50,7 +50,7 @@ def deferred() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    previous = {signum: signal.signal(signum, lambda n, frame: held.append(n)) for signum in DEFERRED}
+    previous = {signum: _install(signum, lambda n, frame: held.append(n)) for signum in DEFERRED}
     try:
         yield
     finally:
@@ -65,6 +65,15 @@ def deferred() -> Iterator[None]:
 
 
 DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install(signum: int, handler: Any) -> Any:
+    """``signal.signal(signum, handler)``, except that a signal the process was started ignoring stays
+    ignored (SIGINT of a job started with ``&`` from a script, SIGTERM under some supervisors): honouring it
+    only at some moments would make a stop depend on when it arrives. Returns the handler to restore."""
+    if signal.getsignal(signum) == signal.SIG_IGN:
+        return signal.SIG_IGN
+    return signal.signal(signum, handler)
 
 
 def restore(signum: int, handler: Any) -> None:
@@ -103,7 +112,7 @@ def held() -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
-    previous = {signum: signal.signal(signum, lambda n, frame: received.append(n)) for signum in DEFERRED}
+    previous = {signum: _install(signum, lambda n, frame: received.append(n)) for signum in DEFERRED}
     try:
         yield received
     finally:

@@ -412,8 +412,9 @@ def _train(
             finally:
                 run.unlock()
         raise
-    run.unlock()
-    distributed.on_main(print_results, info)(results, config.metric, config.val_protocol)
+    with stops.ignored():  # the run is complete (results.json written): a stop now would only garble the report
+        run.unlock()
+        distributed.on_main(print_results, info)(results, config.metric, config.val_protocol)
     return results
 
 
