@@ -389,3 +389,26 @@ def test_ctrl_c_in_fit_keeps_a_given_run_dir_to_resume_and_says_so(
     monkeypatch.setattr(sasrec.train.Trainer, "train_epoch", train_epoch)
     assert main(["train", "--resume", str(run_dir / "run"), "--quiet"]) == 0
     assert len(Recommender.load(run_dir).recommend_users(["user-1"], k=3)) == 3
+
+
+def test_wrong_kinds_of_values_get_one_line_naming_the_argument(tmp_path: Path) -> None:
+    """Each was a TypeError/ValueError from deep inside, a silent misreading, or a CLI option's name."""
+    with pytest.raises(ConfigError, match="loss_options must be a table \\(a dict in Python\\).*got 't=0.75'"):
+        Recommender(loss="gbce", loss_options="t=0.75")  # was ValueError: dictionary update sequence ...
+    with pytest.raises(SASRecError, match="^fit\\(\\) data: no interactions \\(0 rows\\)"):
+        Recommender().fit({"user_id": [], "item_id": []})
+    with pytest.raises(SASRecError, match="at least 1000 interactions .*; try a lower min_count$"):
+        Recommender(min_count=1000).fit(interactions())
+    rec = Recommender(**SMALL).fit(interactions(), time_col="timestamp")
+    with pytest.raises(SASRecError, match="similar_items takes one item id, not list \\['item-3'\\]"):
+        rec.similar_items(["item-3"])
+    with pytest.raises(SASRecError, match="unknown item id\\(s\\) in the request: 'nope'.*; give another$"):
+        rec.similar_items("nope")
+    for call in (
+        lambda: rec.recommend(["item-3"], exclude_seen="no"),
+        lambda: rec.recommend_users(["user-1"], 3, "no"),
+    ):
+        with pytest.raises(ConfigError, match="exclude_seen must be True or False, got 'no'"):
+            call()  # "no" was read as True
+    with pytest.raises(SASRecError, match="unknown user 'user-x'.*drops users with fewer than the minimum count"):
+        rec.recommend_users(["user-x"])

@@ -248,6 +248,11 @@ def _api_errors(user_ids: Sequence[str] | None = None):
         raise type(exc)(_in_api_terms(str(exc), user_ids)) from None
 
 
+def _check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool | np.bool_):  # "no" would read as True
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
 def _frame(columns: dict[str, list[Any]], output: str) -> Any:
     if output == "pandas":
         import pandas as pd
@@ -354,7 +359,8 @@ class Recommender:
         users, items = _ids(columns[0], user_col), _ids(columns[1], item_col)
         times = _times(columns[2], time_col) if time_col is not None else [0] * len(users)
         rows = ((u, i, t, n) for n, (u, i, t) in enumerate(zip(users, items, times, strict=True)))
-        processed = preprocess_rows(rows, min_count=self.min_count)
+        with _api_errors():
+            processed = preprocess_rows(rows, min_count=self.min_count, source="fit() data")
 
         temporary = tempfile.TemporaryDirectory(prefix="sasrec-") if run_dir is None else None
         root = Path(temporary.name if temporary else run_dir).resolve()
@@ -438,6 +444,7 @@ class Recommender:
         """
         if isinstance(history, str | bytes):
             raise SASRecError(f"history must be a list of item ids, not the string {history!r}; pass [{history!r}]")
+        _check_flag("exclude_seen", exclude_seen)
         pairs = self.predictor.recommend([_known_as(i) for i in history], k, exclude_seen=exclude_seen, unknown=unknown)
         return _frame(
             {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},
@@ -457,6 +464,7 @@ class Recommender:
         """
         if isinstance(users, str | bytes):
             raise SASRecError(f"users must be a list of user ids, not the string {users!r}; pass [{users!r}]")
+        _check_flag("exclude_seen", exclude_seen)
         if unknown not in ("error", "skip"):
             raise ConfigError(f"unknown must be 'error' or 'skip', not {unknown!r}")
         out: dict[str, list[Any]] = {"user": [], "item": [], "score": [], "rank": []}
@@ -474,7 +482,13 @@ class Recommender:
         return _frame(out, self._out())
 
     def similar_items(self, item: ItemId, k: int = 10) -> Any:
-        """The ``k`` items nearest to ``item`` by cosine of item embeddings: item, score, rank."""
+        """The ``k`` items nearest to ``item`` (one item id) by cosine of item embeddings: item, score, rank.
+
+        Raises:
+            SASRecError: ``item`` is a list of ids, or not in the catalogue.
+        """
+        if isinstance(item, list | tuple | set | np.ndarray):
+            raise SASRecError(f"similar_items takes one item id, not {type(item).__name__} {item!r}")
         pairs = self.predictor.similar_items(_known_as(item), k)
         return _frame(
             {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},

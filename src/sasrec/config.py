@@ -377,7 +377,7 @@ _TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     # None only before __post_init__ fills it, or with an unknown loss (validate then names the loss)
     "int | None": ((int, type(None)), "an integer"),
     "bool | None": ((bool, type(None)), "true or false"),
-    "dict[str, float | bool]": ((dict,), "a table of numbers and true/false"),
+    "dict[str, float | bool]": ((dict,), "a table (a dict in Python) of numbers and true/false"),
 }
 FIELD_TYPES = {f.name: _TYPES[f.type] for f in dataclasses.fields(Config)}
 
@@ -469,9 +469,10 @@ def resolve(overrides: dict[str, Any], config_file: str | Path | None = None) ->
 
 def _resolved(given: dict[str, Any]) -> Config:
     """:func:`resolve` for the values the user set (the ``--config`` file's and the overrides, merged)."""
-    for name, value in given.items():
-        if isinstance(value, str) and not value.strip():  # before "" could read as "not given" below
-            raise ConfigError(f"{name} must not be empty, got {value!r}")
+    for name, value in given.items():  # each on its own first: the merging below reads some of them
+        problem = field_problem(name, value) if name in FIELD_TYPES and value is not None else None
+        if problem:
+            raise ConfigError(f"{name} {problem}, got {value!r}")
     recipe = registry.RECIPES.get(given.get("preset"))
     dataset = given.get("dataset", recipe.dataset if recipe else Config.dataset)
     preset = given.get("preset") or (dataset if dataset in registry.DATASETS else None)

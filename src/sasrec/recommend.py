@@ -73,9 +73,9 @@ class UnknownItemsError(SASRecError):
 
     def __init__(self, ids: Sequence[str], where: str = "history"):
         shown = ", ".join(repr(i) for i in ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        fix = "remove them, or skip them (unknown='skip', --skip-unknown)" if where == "history" else "give another"
         super().__init__(
-            f"unknown item id(s) in the {where}: {shown}. They are not in the catalogue the run "
-            "was trained on; remove them, or skip them (unknown='skip', --skip-unknown)"
+            f"unknown item id(s) in the {where}: {shown}. They are not in the catalogue the run was trained on; {fix}"
         )
         self.ids = list(ids)
 
@@ -385,7 +385,8 @@ class Recommender:
                     index = row if row < num_users and file_ids[row] == int(text) else None
         if index is None:
             hint = (
-                "an original user id of the dataset"
+                "an original user id of the dataset (preprocessing drops users with fewer than the minimum "
+                "count of interactions; for them, recommend from their history of item ids)"
                 if self._user_index is not None or self.data.user_ids is not None
                 else f"1..{num_users}"
             )

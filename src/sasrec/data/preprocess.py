@@ -189,6 +189,8 @@ def preprocess_log(
     """Apply the paper's rules (module docstring) to collected rows; ``dedupe`` drops exact duplicates first."""
     if min_count < 0:
         raise ConfigError(f"min count must be >= 0, not {min_count}")
+    if not len(log):
+        raise SASRecError(f"{source}: no interactions (0 rows); give a log with one row per interaction")
     duplicate = duplicate_mask(log)
     keep = keep_mask(log.users, log.items, min_count, kcore, rows=~duplicate if dedupe else None)
     if not keep.any():
@@ -201,9 +203,12 @@ def preprocess_log(
     return dataclasses.replace(result, duplicates=int(duplicate.sum()), duplicates_kept=int((duplicate & keep).sum()))
 
 
-def preprocess_rows(rows: Iterable[Row], min_count: int = 5, kcore: bool = False, dedupe: bool = False) -> Processed:
-    """Apply the paper's rules (module docstring) to raw rows, e.g. from a reader."""
-    return preprocess_log(collect(rows), min_count, kcore, dedupe=dedupe)
+def preprocess_rows(
+    rows: Iterable[Row], min_count: int = 5, kcore: bool = False, dedupe: bool = False, source: object = "input"
+) -> Processed:
+    """Apply the paper's rules (module docstring) to raw rows, e.g. from a reader; ``source`` names them in
+    errors."""
+    return preprocess_log(collect(rows), min_count, kcore, source=source, dedupe=dedupe)
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, float]:
