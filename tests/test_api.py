@@ -412,3 +412,26 @@ def test_wrong_kinds_of_values_get_one_line_naming_the_argument(tmp_path: Path) 
             call()  # "no" was read as True
     with pytest.raises(SASRecError, match="unknown user 'user-x'.*drops users with fewer than the minimum count"):
         rec.recommend_users(["user-x"])
+
+
+@pytest.mark.parametrize("kind", ["pandas", "dict"])
+def test_integer_ids_come_back_as_integers_and_merge_with_the_input(kind: str, tmp_path: Path) -> None:
+    """Before, every id came back as a string, so merging results with the input failed (str vs int64)."""
+    log = interactions()
+    numeric = {
+        "user_id": [int(u.removeprefix("user-")) for u in log["user_id"]],
+        "item_id": [int(i.removeprefix("item-")) for i in log["item_id"]],
+        "timestamp": log["timestamp"],
+    }
+    rec = Recommender(**SMALL).fit(frame(kind, numeric), time_col="timestamp")
+    for model in (rec, Recommender.load(rec.save(tmp_path / "saved"), output=kind)):
+        top = model.recommend_users([1, 2], k=3)
+        users, items = (list(top[c]) for c in ("user", "item"))
+        assert users == [1, 1, 1, 2, 2, 2] and all(isinstance(i, int) for i in items + users)
+        assert all(isinstance(i, int) for i in list(model.recommend([3, 7], k=3)["item"]))
+        assert all(isinstance(i, int) for i in list(model.similar_items(3, k=3)["item"]))
+    if kind == "pandas":
+        merged = top.merge(frame(kind, numeric), left_on="item", right_on="item_id")  # was a ValueError
+        assert len(merged) > 0
+    strings = Recommender(**SMALL).fit(log, time_col="timestamp")  # string ids stay strings
+    assert all(isinstance(i, str) for i in strings.recommend_users(["user-1"], k=3)["item"])

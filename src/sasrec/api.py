@@ -39,6 +39,7 @@ from sasrec.recommend import ItemId, UnknownUserError
 from sasrec.recommend import Recommender as Predictor
 
 OUTPUTS = ("pandas", "polars", "dict")
+ID_KINDS = "id_kinds.json"  # in data/: which id columns fit got as integers
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _INT64 = 2**63
 
@@ -125,6 +126,11 @@ def _ids(values: list[Any], column: str) -> list[str]:
             raise ConfigError(f"{_where(column, row)}: {problem}")
         out.append(text)
     return out
+
+
+def _id_kind(values: list[Any]) -> str:
+    """``"int"`` for a column of integer ids (integral floats included: :func:`_id_text`), else ``"str"``."""
+    return "str" if any(isinstance(v, str) for v in values) else "int"
 
 
 def _known_as(value: Any) -> str:
@@ -303,6 +309,7 @@ class Recommender:
             resolve({"preset": preset, **hyperparameters})  # fail fast on bad values
         self.run_dir: Path | None = None
         self._root: Path | None = None  # the directory of run/ and data/, for a fitted or saved model
+        self._id_kinds = {"user": "str", "item": "str"}  # "int" for a column fit got as integers
         self.results: dict[str, Any] | None = None
         self._predictor: Predictor | None = None
         self._temporary: tempfile.TemporaryDirectory | None = None
@@ -357,6 +364,7 @@ class Recommender:
                 )
         columns, kind = _columns(data, names)
         users, items = _ids(columns[0], user_col), _ids(columns[1], item_col)
+        id_kinds = {"user": _id_kind(columns[0]), "item": _id_kind(columns[1])}
         times = _times(columns[2], time_col) if time_col is not None else [0] * len(users)
         rows = ((u, i, t, n) for n, (u, i, t) in enumerate(zip(users, items, times, strict=True)))
         with _api_errors():
@@ -366,7 +374,7 @@ class Recommender:
         root = Path(temporary.name if temporary else run_dir).resolve()
         made = [p for p in (root / "data", root, *root.parents) if not p.exists()]  # removed if fit fails
         try:
-            self._train(processed, root, kind, temporary=temporary is not None)
+            self._train(processed, root, kind, id_kinds, temporary=temporary is not None)
         except BaseException as exc:
             if temporary:
                 temporary.cleanup()
@@ -383,7 +391,7 @@ class Recommender:
         self._temporary = temporary
         return self
 
-    def _train(self, processed: Any, root: Path, kind: str, temporary: bool) -> None:
+    def _train(self, processed: Any, root: Path, kind: str, id_kinds: dict[str, str], temporary: bool) -> None:
         stats = {
             "interactions": int(len(processed.sequences.items)),
             "users": processed.sequences.num_users,
@@ -391,6 +399,7 @@ class Recommender:
             "sequence_length": length_stats(processed.sequences.lengths),
         }
         paths = write_outputs(processed, root / "data", "data", stats, force=True)
+        (root / "data" / ID_KINDS).write_text(json.dumps(id_kinds) + "\n")
         with _api_errors(processed.user_ids):
             config = resolve(
                 {
@@ -405,7 +414,7 @@ class Recommender:
             # The command line always prints the final test metrics (the run's answer); quiet=True: silent.
             with contextlib.redirect_stdout(io.StringIO()) if config.quiet else contextlib.nullcontext():
                 self.results = train(config, temporary=temporary)
-        self.run_dir, self._root = root / "run", root
+        self.run_dir, self._root, self._id_kinds = root / "run", root, id_kinds
         self._predictor = Predictor.load(self.run_dir)
         self.output = self.output or kind
 
@@ -415,6 +424,10 @@ class Recommender:
         if self._predictor is None:
             raise SASRecError("this Recommender is not fitted; call fit() or Recommender.load()")
         return self._predictor
+
+    def _ids_out(self, column: str, ids: list[str]) -> list[Any]:
+        """Ids as ``fit`` got them: integers for a column of integers (so results merge with the input)."""
+        return [int(i) for i in ids] if self._id_kinds[column] == "int" else ids
 
     def _out(self) -> str:
         if self.output:
@@ -447,7 +460,11 @@ class Recommender:
         _check_flag("exclude_seen", exclude_seen)
         pairs = self.predictor.recommend([_known_as(i) for i in history], k, exclude_seen=exclude_seen, unknown=unknown)
         return _frame(
-            {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},
+            {
+                "item": self._ids_out("item", [i for i, _ in pairs]),
+                "score": [s for _, s in pairs],
+                "rank": list(range(1, len(pairs) + 1)),
+            },
             self._out(),
         )
 
@@ -475,8 +492,8 @@ class Recommender:
                 if unknown == "error":
                     raise
                 continue
-            out["user"] += [_known_as(user)] * len(pairs)
-            out["item"] += [i for i, _ in pairs]
+            out["user"] += self._ids_out("user", [_known_as(user)]) * len(pairs)
+            out["item"] += self._ids_out("item", [i for i, _ in pairs])
             out["score"] += [s for _, s in pairs]
             out["rank"] += list(range(1, len(pairs) + 1))
         return _frame(out, self._out())
@@ -491,7 +508,11 @@ class Recommender:
             raise SASRecError(f"similar_items takes one item id, not {type(item).__name__} {item!r}")
         pairs = self.predictor.similar_items(_known_as(item), k)
         return _frame(
-            {"item": [i for i, _ in pairs], "score": [s for _, s in pairs], "rank": list(range(1, len(pairs) + 1))},
+            {
+                "item": self._ids_out("item", [i for i, _ in pairs]),
+                "score": [s for _, s in pairs],
+                "rank": list(range(1, len(pairs) + 1)),
+            },
             self._out(),
         )
 
@@ -568,6 +589,8 @@ class Recommender:
         rec.run_dir, rec._root = run_dir, path if saved else None
         data_dir = path / "data" if saved and (path / "data").is_dir() else None  # its own, wherever it is
         rec._predictor = Predictor.load(run_dir, checkpoint, data_dir=data_dir)
+        kinds = path / "data" / ID_KINDS
+        rec._id_kinds = json.loads(kinds.read_text()) if saved and kinds.exists() else {"user": "str", "item": "str"}
         results = run_dir / "results.json"
         rec.results = json.loads(results.read_text()) if results.exists() else None
         return rec
