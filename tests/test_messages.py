@@ -101,3 +101,31 @@ def test_quoted_line_break_in_a_csv_field_is_named(tmp_path: Path) -> None:
         list(read_csv(path, user_col="user", item_col="item", time_col="time"))
     assert info.value.line == 3
     assert "line breaks inside a field are not supported" in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "recommend --user 1", "export"])
+def test_a_run_given_without_run_is_named(command: str, tmp_path: Path, capsys) -> None:
+    """Before: "unrecognized arguments: RUN" or "--run is required", with no word of the fix."""
+    run = make_run(tmp_path)
+    name, *rest = command.split()
+    assert main([name, str(run), *rest]) == 2
+    assert one_line_error(capsys) == f"error: {run} is a run directory: give it as --run {run}"
+
+
+def test_a_dataset_named_as_preprocess_named_it_is_found_in_data_dir(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`sasrec preprocess --name mylog --out D` then `sasrec train --dataset mylog --data-dir D`: before, the
+    name was refused ("neither a dataset name nor a file") although docs/cli.md promised the lookup."""
+    data = tmp_path / "prepared"
+    data.mkdir()
+    write_sasrec_file(make_synthetic(num_users=60, num_items=200, seed=1), data / "mylog.txt")
+    monkeypatch.chdir(tmp_path)
+    args = ["--hidden", "8", "--maxlen", "10", "--epochs", "1", "--eval-negatives", "10", "--quiet", "--threads", "1"]
+    assert main(["train", "--dataset", "mylog", "--data-dir", str(data), "--out", "run", *args]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == str(data / "mylog.txt")
+    capsys.readouterr()
+    assert main(["train", "--dataset", "mylog", "--out", "run2", *args]) == 2  # not in the default data/
+    assert one_line_error(capsys) == (
+        "error: dataset 'mylog' is neither a dataset name (ml-1m, games, beauty, steam, synthetic), nor a file, "
+        "nor the name of a file data/mylog.txt (sasrec preprocess --name NAME --out data)"
+    )
+    assert not (tmp_path / "run2").exists()

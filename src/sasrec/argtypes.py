@@ -104,13 +104,14 @@ def device(text: str) -> str:
 
 
 def dataset(text: str) -> str:
-    """A dataset name (:data:`sasrec.data.registry.DATASETS`) or the path of an existing file; an empty one is
-    refused as :func:`path_text` refuses it (``Path("")`` is the current directory, not what was meant)."""
+    """A dataset name (:data:`sasrec.data.registry.DATASETS`), the path of an existing file, or a bare ``NAME``
+    (looked up as ``NAME.txt`` in ``--data-dir`` once that is known: :func:`sasrec.config.dataset_path`); an
+    empty one is refused as :func:`path_text` refuses it (``Path("")`` is the current directory)."""
     from sasrec.data.registry import NAMES
 
     if not text.strip():
         raise _refuse(f"a dataset name ({', '.join(NAMES)}) or the path of a SASRec-format file", text)
-    if text in NAMES or Path(text).is_file():
+    if text in NAMES or Path(text).is_file() or (Path(text).name == text and not Path(text).exists()):
         return text
     what = "is a directory" if Path(text).is_dir() else "is neither a dataset name nor a file"
     raise argparse.ArgumentTypeError(

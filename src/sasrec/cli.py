@@ -37,6 +37,16 @@ class Parser(argparse.ArgumentParser):
         raise ConfigError(message.removeprefix("argument "))
 
 
+def _check_run_given_bare(argv: Sequence[str], only: str | None) -> None:
+    """``sasrec evaluate runs/x`` (a run without ``--run``): say so, instead of argparse's "unrecognized
+    arguments" or "--run is required"."""
+    command, rest = (only, list(argv)) if only else (argv[0] if argv else None, list(argv[1:]))
+    if command in ("evaluate", "recommend", "serve", "export") and "--run" not in rest:
+        bare = [a for a in rest if not a.startswith("-") and (Path(a) / "config.json").is_file()]
+        if bare:
+            raise ConfigError(f"{bare[0]} is a run directory: give it as --run {bare[0]}")
+
+
 def _bool_flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
     parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
 
@@ -488,6 +498,7 @@ def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
     """
     try:
         with stops.held() as received:  # a stop while torch imports is reported after it, not mid-import
+            _check_run_given_bare(sys.argv[1:] if argv is None else argv, only)
             args = build_parser(only).parse_args(argv)
             if args.func not in (run_preprocess, run_download):
                 import torch  # noqa: F401  (every other command loads a model)

@@ -516,6 +516,12 @@ def check_no_ignored_values(given: Mapping[str, Any], config: Config) -> None:
         )
 
 
+def named_file(dataset: str, data_dir: str | Path) -> Path | None:
+    """``data_dir/NAME.txt`` for a bare ``NAME`` (what ``sasrec preprocess --name NAME`` writes), if it exists."""
+    named = Path(data_dir) / f"{dataset}.txt"
+    return named if Path(dataset).name == dataset and named.is_file() else None
+
+
 def dataset_path(config: Config) -> Path | None:
     """The SASRec-format file to train on, or None for the embedded synthetic dataset."""
     if config.dataset == "synthetic":
@@ -524,7 +530,12 @@ def dataset_path(config: Config) -> Path | None:
         return registry.locate(config.dataset, config.data_dir)
     path = Path(config.dataset)
     if not path.exists():
+        named = named_file(config.dataset, config.data_dir)
+        if named is not None:
+            return named
         raise ConfigError(
-            f"dataset {config.dataset!r} is neither a dataset name ({', '.join(registry.NAMES)}) nor a file"
+            f"dataset {config.dataset!r} is neither a dataset name ({', '.join(registry.NAMES)}), nor a file, "
+            f"nor the name of a file {Path(config.data_dir) / config.dataset}.txt (sasrec preprocess --name NAME "
+            f"--out {config.data_dir})"
         )
     return path

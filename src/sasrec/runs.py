@@ -40,7 +40,7 @@ import torch
 import sasrec
 from sasrec.atomic import write_text
 from sasrec.checkpoint import load_checkpoint, save_checkpoint
-from sasrec.config import Config, config_from_dict, dataset_path
+from sasrec.config import Config, config_from_dict, dataset_path, named_file
 from sasrec.data import registry
 from sasrec.data.dataset import Sequences, file_sha256, read_sasrec_file
 from sasrec.errors import ConfigError, SASRecError
@@ -114,6 +114,9 @@ def absolute_dataset(config: Config, base: str | Path | None = None) -> Config:
     base = Path(base) if base is not None else Path.cwd()
     if config.dataset in registry.DATASETS:
         return dataclasses.replace(config, data_dir=str((base / config.data_dir).resolve()))
+    named = named_file(config.dataset, base / config.data_dir)  # a name looked up in data_dir (dataset_path)
+    if not (base / config.dataset).exists() and named is not None:
+        return dataclasses.replace(config, dataset=str(named.resolve()))
     return dataclasses.replace(config, dataset=str((base / config.dataset).resolve()))
 
 
