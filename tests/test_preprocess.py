@@ -499,3 +499,21 @@ def test_amazon_2018_sample_duplicates():
     assert (paper.duplicates, paper.duplicates_kept) == (1108, 1090) == (len(rows) - len(set(rows)), 1090)
     deduped = preprocess_rows(rows_of(rows), dedupe=True)
     assert (deduped.sequences.num_users, len(deduped.sequences.items), deduped.duplicates_kept) == (194, 994, 0)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_a_write_stopped_midway_leaves_no_directory_it_made(stop: type[BaseException], tmp_path: Path) -> None:
+    """Ctrl-C while `sasrec preprocess` wrote its files left the --out directory behind, empty."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("the user's")
+
+    def fails(path: Path) -> None:
+        raise stop()
+
+    writers = {tmp_path / "new" / "deep" / "a.txt": lambda p: p.write_text("a"), tmp_path / "new" / "b.txt": fails}
+    with pytest.raises(stop):
+        write_atomically(writers)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(stop):
+        write_atomically({tmp_path / "mine" / "a.txt": fails})
+    assert os.listdir(tmp_path / "mine") == ["keep.txt"]

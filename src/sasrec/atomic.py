@@ -8,6 +8,7 @@ this way; run directories, checkpoints, preprocessing outputs, downloads and exp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -98,9 +99,12 @@ def write_files(writers: dict[Path, Callable[[Path], None]], force: bool = False
     """
     refuse_overwrite(writers, force)
     temps: dict[Path, Path] = {}
+    made: list[Path] = []  # the directories this call created, removed again if it fails or is stopped
     try:
         for path, write in writers.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
+                directory.mkdir(exist_ok=True)
+                made.append(directory)
             fd, tmp = temp_beside(path)
             os.close(fd)
             temps[path] = tmp
@@ -108,6 +112,13 @@ def write_files(writers: dict[Path, Callable[[Path], None]], force: bool = False
             os.chmod(tmp, default_mode())  # mkstemp creates 0600; give the usual permissions
         for path, tmp in temps.items():
             os.replace(tmp, path)
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        for directory in reversed(made):
+            with contextlib.suppress(OSError):  # not empty: something else was written there meanwhile
+                directory.rmdir()
+        raise
     finally:
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
