@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))  # works before `pip install -e .` too
 
-from sasrec.cli import main  # noqa: E402
+from sasrec.__main__ import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(only="preprocess"))

@@ -346,7 +346,8 @@ def test_saving_a_model_loaded_from_a_sasrec_train_run_copies_that_run_only(tmp_
     top = loaded.recommend_users(["user-1"], k=5)
     saved = loaded.save(tmp_path / "copy")
     assert sorted(p.name for p in saved.iterdir()) == ["data", "run"]
-    assert sorted(p.name for p in (saved / "data").iterdir()) == ["data.item_map.tsv", "data.txt", "data.user_map.tsv"]
+    copied = ["data.item_map.tsv", "data.txt", "data.user_map.tsv", "id_kinds.json"]  # not stats.json
+    assert sorted(p.name for p in (saved / "data").iterdir()) == copied
     shutil.rmtree(tmp_path / "runs")
     assert Recommender.load(saved, output="dict").recommend_users(["user-1"], k=5) == top
 
@@ -377,9 +378,9 @@ def test_ctrl_c_in_fit_keeps_a_given_run_dir_to_resume_and_says_so(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
     (tmp_path / "temp").mkdir()
     run_dir = tmp_path / "fit" if given else None
-    with pytest.raises(KeyboardInterrupt):
-        Recommender(**{**SMALL, "quiet": False}).fit(interactions(), time_col="timestamp", run_dir=run_dir)
-    out = capsys.readouterr().out
+    with pytest.raises(KeyboardInterrupt):  # quiet=True: the stop's line still reaches stderr
+        Recommender(**SMALL).fit(interactions(), time_col="timestamp", run_dir=run_dir)
+    out = capsys.readouterr().err
     assert os.listdir(tmp_path / "temp") == []
     if not given:
         assert "interrupted; the run was in a temporary directory, so nothing was kept" in out
@@ -435,3 +436,48 @@ def test_integer_ids_come_back_as_integers_and_merge_with_the_input(kind: str, t
         assert len(merged) > 0
     strings = Recommender(**SMALL).fit(log, time_col="timestamp")  # string ids stay strings
     assert all(isinstance(i, str) for i in strings.recommend_users(["user-1"], k=3)["item"])
+
+
+def test_a_failed_fit_empties_the_users_empty_run_dir_and_keeps_saved_epochs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any failure once an epoch is saved (divergence, out of memory) keeps the run, as its message says; one
+    before that leaves the user's empty directory empty, and a directory fit made is removed."""
+    import sasrec.train
+
+    calls = []
+    train_epoch = sasrec.train.Trainer.train_epoch
+
+    def fails_in(epoch: int):
+        def train_epoch_or_fail(self):
+            calls.append(1)
+            if len(calls) == epoch:
+                raise RuntimeError("out of memory")
+            return train_epoch(self)
+
+        return train_epoch_or_fail
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setattr(sasrec.train.Trainer, "train_epoch", fails_in(1))
+    with pytest.raises(RuntimeError):
+        Recommender(**SMALL).fit(interactions(), time_col="timestamp", run_dir=empty)
+    assert os.listdir(empty) == []  # was: run/ left behind, its config naming the removed data/
+    calls.clear()
+    monkeypatch.setattr(sasrec.train.Trainer, "train_epoch", fails_in(2))
+    with pytest.raises(RuntimeError):
+        Recommender(**SMALL).fit(interactions(), time_col="timestamp", run_dir=tmp_path / "new")
+    assert (tmp_path / "new" / "run" / "last.safetensors").exists()
+    assert len(Recommender.load(tmp_path / "new").recommend(["item-3"], k=2)) == 2
+    calls.clear()
+    with pytest.raises(RuntimeError):
+        Recommender(**SMALL).fit(interactions(), time_col="timestamp")  # temporary: nothing to keep
+
+
+def test_only_real_option_flags_are_reworded() -> None:
+    from sasrec.api import _in_api_terms
+
+    assert _in_api_terms("cannot write /runs/ml--lr-0.1/x; lower --lr (now 0.1)") == (
+        "cannot write /runs/ml--lr-0.1/x; lower lr (now 0.1)"  # a path holding "--lr" is left alone
+    )
+    assert _in_api_terms("use --device cpu, not --lr -0.5") == "use device='cpu', not lr=-0.5"

@@ -122,6 +122,7 @@ def test_a_dataset_named_as_preprocess_named_it_is_found_in_data_dir(tmp_path: P
     args = ["--hidden", "8", "--maxlen", "10", "--epochs", "1", "--eval-negatives", "10", "--quiet", "--threads", "1"]
     assert main(["train", "--dataset", "mylog", "--data-dir", str(data), "--out", "run", *args]) == 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["dataset"] == str(data / "mylog.txt")
+    assert main(["train", "--dataset", "mylog.txt", "--data-dir", str(data), "--out", "run1", *args]) == 0
     capsys.readouterr()
     assert main(["train", "--dataset", "mylog", "--out", "run2", *args]) == 2  # not in the default data/
     assert one_line_error(capsys) == (

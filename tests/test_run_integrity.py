@@ -208,7 +208,7 @@ def test_sigterm_stops_like_ctrl_c(trained: tuple[Path, Path], tmp_path: Path) -
     assert main(["train", "--resume", str(run), "--epochs", str(meta["epoch"] + 1)]) == 0
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.7, 1.2, 2.0, 3.0])
+@pytest.mark.parametrize("delay", [0.5, 1.0, 2.0, 3.0])
 def test_a_stop_at_any_moment_of_the_start_is_one_line_and_no_traceback(delay: float, tmp_path: Path) -> None:
     """Ctrl-C while the command imports its modules and torch: before, a traceback (early) or a silent exit
     130 (later), and now and then an abort from torch's C++ code ("terminate called after throwing")."""
@@ -227,8 +227,13 @@ def test_a_stop_at_any_moment_of_the_start_is_one_line_and_no_traceback(delay: f
         pytest.skip(f"the run finished within {delay} s")
     assert proc.returncode == 130, (proc.returncode, err)
     assert "Traceback" not in err and "terminate called" not in err, err
-    assert "interrupted" in out + err
-    assert not run.exists() or not (run / "last.safetensors").exists()
+    said = [line for line in (out + err).splitlines() if line.startswith("interrupted")]
+    assert len(said) == 1, out + err
+    assert said[0] in (
+        "interrupted while starting; nothing was written",
+        "interrupted before the first epoch was saved; nothing was kept",
+        f"interrupted; epoch 1 is saved; continue with `sasrec train --resume {run}`",
+    ) or said[0].startswith("interrupted while starting"), said
 
 
 def test_a_signal_the_process_was_started_ignoring_stays_ignored(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -248,6 +253,24 @@ def test_a_signal_the_process_was_started_ignoring_stays_ignored(trained: tuple[
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, (proc.returncode, err)
     assert (run / "results.json").exists()
+
+
+def test_signals_ignored_by_the_parent_stay_ignored_in_every_stop_handler() -> None:
+    """`nohup`-style ignoring: SIGTERM turned into Terminated despite SIG_IGN, and a held SIGINT or SIGTERM
+    would have been re-delivered."""
+    from sasrec.stops import deferred, held, sigterm_as_interrupt
+
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with sigterm_as_interrupt(), deferred(), held() as received:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                os.kill(os.getpid(), signum)
+            time.sleep(0.05)
+        assert received == []
+        assert signal.getsignal(signal.SIGINT) == signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def test_a_stop_held_while_starting_is_reported_after_it(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

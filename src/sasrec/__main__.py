@@ -4,8 +4,9 @@ import signal
 import sys
 
 
-def main() -> int:
-    """The command line, with Ctrl-C and SIGTERM held while its modules import (see :func:`sasrec.stops.held`)."""
+def main(argv: list[str] | None = None, only: str | None = None) -> int:
+    """The command line (:func:`sasrec.cli.main`'s arguments), with Ctrl-C and SIGTERM held while its modules
+    import (see :func:`sasrec.stops.held`) and ignored once it is done."""
     from sasrec import stops  # imports nothing heavy
 
     with stops.held() as received:
@@ -13,7 +14,7 @@ def main() -> int:
     if received:
         print(stops.starting_message(received), file=sys.stderr)
         return 128 + received[0]
-    status = cli_main()
+    status = cli_main(argv, only)
     for signum in stops.DEFERRED:  # the work is done and reported: a late stop must not turn it into a failure
         signal.signal(signum, signal.SIG_IGN)
     return status

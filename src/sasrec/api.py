@@ -23,6 +23,7 @@ import json
 import math
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -128,6 +129,14 @@ def _ids(values: list[Any], column: str) -> list[str]:
     return out
 
 
+def _own_data_dir(root: Path | None, dataset: str) -> Path | None:
+    """``root/data`` when it holds the run's dataset file (by name): a saved copy reads its own files,
+    wherever it was moved. None otherwise (a run of ``sasrec train``: its configured path)."""
+    if root is None or not (root / "data" / Path(dataset).name).is_file():
+        return None
+    return root / "data"
+
+
 def _id_kind(values: list[Any]) -> str:
     """``"int"`` for a column of integer ids (integral floats included: :func:`_id_text`), else ``"str"``."""
     return "str" if any(isinstance(v, str) for v in values) else "int"
@@ -212,9 +221,13 @@ def _count(name: str, value: Any, minimum: int) -> int:
 
 
 _USER_NUMBER = re.compile(r"user #(\d+), counting users in ascending id order")
-_LOSS_OPTION = re.compile(r"--loss-option (\w+)=([\w.]+)")
-_OPTION = re.compile(r"--([a-z][a-z0-9-]*)(?: ([\w.@'-]+))?")
-_CHOICES = {*LOSS_SPECS, *PRECISIONS, *BATCHINGS, "sampled", "full"}  # the option values that are words
+_LOSS_OPTION = re.compile(r"(?<![\w/.-])--loss-option (\w+)=([\w.]+)")
+# The command-line flags of this API's parameters (the hyperparameters and min_count; not the paths, which
+# fit and save take), as whole words.
+_NAMES = {*FIELDS - {"dataset", "data_dir", "out"}, "min_count"}
+_FLAGS = "|".join(sorted((n.replace("_", "-") for n in _NAMES), key=len, reverse=True))
+_OPTION = re.compile(rf"(?<![\w/.-])--({_FLAGS})(?![\w-])(?: ([\w.@'-]+))?")
+_CHOICES = {*LOSS_SPECS, *PRECISIONS, *BATCHINGS, "sampled", "full", "cpu", "cuda", "auto"}  # word values
 
 
 def _in_api_terms(message: str, user_ids: Sequence[str] | None = None) -> str:
@@ -228,7 +241,7 @@ def _in_api_terms(message: str, user_ids: Sequence[str] | None = None) -> str:
     def option(match: re.Match) -> str:
         name, value = match.group(1).replace("-", "_"), match.group(2)
         word = value in _CHOICES or bool(value and re.fullmatch(r"[A-Za-z]+@\d+", value))  # a str value
-        if value is None or not (word or value[0] in "'0123456789"):
+        if value is None or not (word or value.lstrip("-")[:1] in tuple("'0123456789")):
             return name + match.group(0)[len(match.group(1)) + 2 :]  # a flag followed by prose
         return f"{name}={value!r}" if word else f"{name}={value}"
 
@@ -372,19 +385,19 @@ class Recommender:
 
         temporary = tempfile.TemporaryDirectory(prefix="sasrec-") if run_dir is None else None
         root = Path(temporary.name if temporary else run_dir).resolve()
-        made = [p for p in (root / "data", root, *root.parents) if not p.exists()]  # removed if fit fails
+        made = [p for p in (root, *root.parents) if not p.exists()]  # removed if fit fails
         try:
             self._train(processed, root, kind, id_kinds, temporary=temporary is not None)
-        except BaseException as exc:
+        except BaseException:
             if temporary:
                 temporary.cleanup()
-            elif isinstance(exc, KeyboardInterrupt) and (root / "run" / "last.safetensors").exists():
-                pass  # a saved epoch, which the stop message told how to continue: kept
+            elif (root / "run" / "last.safetensors").exists():
+                pass  # a saved epoch (stopped, diverged, out of memory): kept, as the run's message says
             elif made:
                 shutil.rmtree(made[-1], ignore_errors=True)
-            else:  # an empty directory of the user's: emptied again
-                for child in root.iterdir():
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            else:  # the user's empty directory: emptied again
+                for child in ("data", "run"):
+                    shutil.rmtree(root / child, ignore_errors=True)
             raise
         if self._temporary is not None:  # a previous fit's run: this one replaces it
             self._temporary.cleanup()
@@ -411,9 +424,16 @@ class Recommender:
             )
             from sasrec.train import train  # only fitting needs the training loop
 
-            # The command line always prints the final test metrics (the run's answer); quiet=True: silent.
-            with contextlib.redirect_stdout(io.StringIO()) if config.quiet else contextlib.nullcontext():
-                self.results = train(config, temporary=temporary)
+            # The command line always prints the final test metrics (the run's answer); quiet=True: silent,
+            # except for the line that says what a stop kept.
+            printed = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(printed) if config.quiet else contextlib.nullcontext():
+                    self.results = train(config, temporary=temporary)
+            except KeyboardInterrupt:
+                if printed.getvalue().strip():
+                    print(printed.getvalue().strip(), file=sys.stderr)
+                raise
         self.run_dir, self._root, self._id_kinds = root / "run", root, id_kinds
         self._predictor = Predictor.load(self.run_dir)
         self.output = self.output or kind
@@ -545,25 +565,23 @@ class Recommender:
         return path
 
     def _copy(self, path: Path) -> None:
+        """The run directory to ``path/run``; its dataset file, id maps and id kinds to ``path/data``."""
         from sasrec.recommend import locate_dataset, map_paths
         from sasrec.runs import RunDir
 
         assert self.run_dir is not None
+        config = RunDir(self.run_dir).read_config()
+        _, source = locate_dataset(config, self.run_dir, _own_data_dir(self._root, config.dataset))
         shutil.copytree(self.run_dir, path / "run")
-        config = RunDir(path / "run").read_config()
-        if self._root is not None and (self._root / "data").is_dir():  # fit's layout: data/ as it is
-            shutil.copytree(self._root / "data", path / "data")
-            config.dataset = str((path / "data" / Path(config.dataset).name).resolve())
-        else:  # a run of sasrec train: its dataset file and the id maps beside it
-            _, source = locate_dataset(config, self.run_dir)
-            if source is not None:
-                (path / "data").mkdir()
-                target = path / "data" / "data.txt"
-                shutil.copyfile(source, target)
-                for map_from, map_to in zip(map_paths(source), map_paths(target), strict=True):
-                    if map_from.exists():
-                        shutil.copyfile(map_from, map_to)
-                config.dataset = str(target.resolve())
+        if source is not None:  # None: the embedded synthetic dataset
+            (path / "data").mkdir()
+            target = path / "data" / "data.txt"
+            shutil.copyfile(source, target)
+            pairs = [*zip(map_paths(source), map_paths(target), strict=True), (source.parent / ID_KINDS, None)]
+            for map_from, map_to in pairs:
+                if map_from.exists():
+                    shutil.copyfile(map_from, map_to or path / "data" / ID_KINDS)
+            config.dataset = str(target.resolve())
         RunDir(path / "run").write_config(config)
 
     @classmethod
@@ -580,17 +598,22 @@ class Recommender:
             raise ConfigError("Recommender.load: the path is empty; give a directory from save() or sasrec train")
         if output is not None and output not in OUTPUTS:
             raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
-        path = Path(path)
+        from sasrec.recommend import locate_dataset
+        from sasrec.runs import RunDir
+
+        path = Path(path).resolve()
         saved = (path / "run" / "config.json").exists()  # save()'s layout: run/ and data/
         run_dir = path / "run" if saved else path
         rec = cls.__new__(cls)
         rec.preset, rec.min_count, rec.output, rec.hyperparameters = None, 5, output, {}
         rec._temporary = None
         rec.run_dir, rec._root = run_dir, path if saved else None
-        data_dir = path / "data" if saved and (path / "data").is_dir() else None  # its own, wherever it is
+        config = RunDir.open(run_dir).read_config()
+        data_dir = _own_data_dir(rec._root, config.dataset)
         rec._predictor = Predictor.load(run_dir, checkpoint, data_dir=data_dir)
-        kinds = path / "data" / ID_KINDS
-        rec._id_kinds = json.loads(kinds.read_text()) if saved and kinds.exists() else {"user": "str", "item": "str"}
+        _, source = locate_dataset(config, run_dir, data_dir)
+        kinds = source.parent / ID_KINDS if source is not None else None  # written by fit beside its dataset
+        rec._id_kinds = json.loads(kinds.read_text()) if kinds and kinds.exists() else {"user": "str", "item": "str"}
         results = run_dir / "results.json"
         rec.results = json.loads(results.read_text()) if results.exists() else None
         return rec

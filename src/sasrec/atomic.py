@@ -103,8 +103,11 @@ def write_files(writers: dict[Path, Callable[[Path], None]], force: bool = False
     try:
         for path, write in writers.items():
             for directory in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
-                directory.mkdir(exist_ok=True)
-                made.append(directory)
+                try:
+                    directory.mkdir()
+                    made.append(directory)
+                except FileExistsError:  # made meanwhile by another process: not ours to remove
+                    pass
             fd, tmp = temp_beside(path)
             os.close(fd)
             temps[path] = tmp

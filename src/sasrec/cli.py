@@ -505,12 +505,14 @@ def main(argv: Sequence[str] | None = None, only: str | None = None) -> int:
         if received:
             print(stops.starting_message(received), file=sys.stderr)
             return 128 + received[0]
-        with stops.sigterm_as_interrupt():  # SIGTERM ends every command as Ctrl-C does, with one line
+        if args.func is run_serve:  # uvicorn shuts down on SIGTERM and re-raises it: a clean stop, not a failure
+            return args.func(args)
+        with stops.sigterm_as_interrupt():  # SIGTERM ends every other command as Ctrl-C does, with one line
             return args.func(args)
     except SASRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM while training (sasrec.stops.Terminated): 143
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM (sasrec.stops.Terminated): 143
         if not stops.was_reported(exc):
             print(f"\n{stops.reason(exc)}", file=sys.stderr)
         return getattr(exc, "exit_status", 130)

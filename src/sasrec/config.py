@@ -517,9 +517,14 @@ def check_no_ignored_values(given: Mapping[str, Any], config: Config) -> None:
 
 
 def named_file(dataset: str, data_dir: str | Path) -> Path | None:
-    """``data_dir/NAME.txt`` for a bare ``NAME`` (what ``sasrec preprocess --name NAME`` writes), if it exists."""
-    named = Path(data_dir) / f"{dataset}.txt"
+    """For a bare file name, its file in ``data_dir`` if it exists: ``NAME`` is ``data_dir/NAME.txt`` (what
+    ``sasrec preprocess --name NAME`` writes), ``NAME.txt`` is ``data_dir/NAME.txt``."""
+    named = _named_candidate(dataset, data_dir)
     return named if Path(dataset).name == dataset and named.is_file() else None
+
+
+def _named_candidate(dataset: str, data_dir: str | Path) -> Path:
+    return Path(data_dir) / (dataset if Path(dataset).suffix else f"{dataset}.txt")
 
 
 def dataset_path(config: Config) -> Path | None:
@@ -535,7 +540,7 @@ def dataset_path(config: Config) -> Path | None:
             return named
         raise ConfigError(
             f"dataset {config.dataset!r} is neither a dataset name ({', '.join(registry.NAMES)}), nor a file, "
-            f"nor the name of a file {Path(config.data_dir) / config.dataset}.txt (sasrec preprocess --name NAME "
-            f"--out {config.data_dir})"
+            f"nor the name of a file {_named_candidate(config.dataset, config.data_dir)} (sasrec preprocess "
+            f"--name NAME --out {config.data_dir})"
         )
     return path

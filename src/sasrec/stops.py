@@ -17,6 +17,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+DEFERRED = (signal.SIGINT, signal.SIGTERM)  # the stops: Ctrl-C and SIGTERM
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C (the last saved epoch is kept); ``sasrec`` exits with 143 (128 + 15)."""
@@ -64,9 +66,6 @@ def deferred() -> Iterator[None]:
                 os.kill(os.getpid(), signum)
 
 
-DEFERRED = (signal.SIGINT, signal.SIGTERM)
-
-
 def _install(signum: int, handler: Any) -> Any:
     """``signal.signal(signum, handler)``, except that a signal the process was started ignoring stays
     ignored (SIGINT of a job started with ``&`` from a script, SIGTERM under some supervisors): honouring it
@@ -100,6 +99,7 @@ def ignored() -> Iterator[None]:
 
 
 def reason(exc: BaseException) -> str:
+    """How a stop is named in its message: ``interrupted`` (Ctrl-C) or ``terminated (SIGTERM)``."""
     return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
 
 
@@ -126,6 +126,7 @@ def mark_reported(exc: BaseException) -> None:
 
 
 def was_reported(exc: BaseException) -> bool:
+    """Whether the stop's message was printed already (:func:`mark_reported`)."""
     return getattr(exc, "reported", False)
 
 

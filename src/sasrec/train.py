@@ -60,9 +60,11 @@ class Trainer:
         data: Sequences | None = None,
         fingerprint: str = "",
         dist: DistInfo | None = None,
+        temporary: bool = False,
     ):
         self.config = config
         self.run = run
+        self.temporary = temporary  # the caller removes the run directory after a failure (see train())
         self.dist = dist or DistInfo()
         self.out = distributed.on_main(run, self.dist)
         self.say = distributed.on_main(say, self.dist)
@@ -214,11 +216,12 @@ class Trainer:
         """The error that stops a diverged run: where, what, what to try, and what was kept."""
         cfg = self.config
         tries = f"a lower --lr (now {cfg.lr:g})" + (f" or --l2-emb (now {cfg.l2_emb:g})" if cfg.l2_emb else "")
-        kept = (
-            f"{self.run.path} keeps epoch {self.epoch}, the last good one (no results were written)"
-            if self.epoch
-            else "no epoch was saved"
-        )
+        if self.temporary:
+            kept = "the run was in a temporary directory, so nothing was kept"
+        elif self.epoch:
+            kept = f"{self.run.path} keeps epoch {self.epoch}, the last good one (no results were written)"
+        else:
+            kept = "no epoch was saved"
         return SASRecError(f"training diverged in epoch {self.epoch + 1}: {what}; try {tries} in a new run; {kept}")
 
     # ------------------------------------------------------------------ state
@@ -381,7 +384,7 @@ def _train(
             run = RunDir(distributed.broadcast_object(str(config.out or default_run_dir(config)), info))
             distributed.on_main(RunDir.check_new, info)(run.path)
         # Before the directory is made: a run that could not finish fails here, leaving nothing behind.
-        trainer = Trainer(config, run, data, fingerprint, dist=info)
+        trainer = Trainer(config, run, data, fingerprint, dist=info, temporary=temporary)
     except KeyboardInterrupt as exc:
         with stops.ignored():
             changed = "the run was not changed" if resume is not None else "nothing was written"
