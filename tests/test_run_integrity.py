@@ -225,7 +225,10 @@ def test_a_stop_at_any_moment_of_the_start_is_one_line_and_no_traceback(delay: f
     out, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip(f"the run finished within {delay} s")
-    assert proc.returncode == 130, (proc.returncode, err)
+    # 130, or killed by SIGINT after the message (a shell shows 130 for both): seen in 2 of 10 stops 2.6-3.5 s in.
+    # CPython re-raises SIGINT at exit when a KeyboardInterrupt left code it evaluated for C callers (likely
+    # torch's), even though sasrec caught it later.
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, err)
     assert "Traceback" not in err and "terminate called" not in err, err
     said = [line for line in (out + err).splitlines() if line.startswith("interrupted")]
     assert len(said) == 1, out + err
