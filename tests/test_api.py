@@ -381,7 +381,7 @@ def test_ctrl_c_in_fit_keeps_a_given_run_dir_to_resume_and_says_so(
     with pytest.raises(KeyboardInterrupt):  # quiet=True: the stop's line still reaches stderr
         Recommender(**SMALL).fit(interactions(), time_col="timestamp", run_dir=run_dir)
     out = capsys.readouterr().err
-    assert os.listdir(tmp_path / "temp") == []
+    assert [p for p in os.listdir(tmp_path / "temp") if p.startswith("sasrec-")] == []  # torch may cache there
     if not given:
         assert "interrupted; the run was in a temporary directory, so nothing was kept" in out
         assert "--resume" not in out

@@ -202,7 +202,7 @@ def test_sigterm_stops_like_ctrl_c(trained: tuple[Path, Path], tmp_path: Path) -
     assert "Traceback" not in err
     meta, _ = load_checkpoint(run / "last.safetensors")
     saved = f"epoch {meta['epoch']} is saved"
-    assert f"terminated (SIGTERM); {saved}; continue with `sasrec train --resume {run}`" in out
+    assert f"terminated (SIGTERM); {saved}; continue with `sasrec train --resume {run}`" in err
     assert [r["epoch"] for r in untimed_log(run)] == list(range(1, meta["epoch"] + 1))
     assert not (run / "results.json").exists()
     assert main(["train", "--resume", str(run), "--epochs", str(meta["epoch"] + 1)]) == 0
@@ -318,12 +318,12 @@ def test_a_stop_while_starting_says_so_and_writes_nothing(
         143 if stop == "Terminated" else 130
     )
     reason = "terminated (SIGTERM)" if stop == "Terminated" else "interrupted"
-    assert f"{reason} while starting; nothing was written" in capsys.readouterr().out
+    assert f"{reason} while starting; nothing was written" in capsys.readouterr().err
     assert not new.exists()
     # a resume stopped while starting leaves the run as it was
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     assert main(["train", "--resume", str(run), "--epochs", "9"]) in (130, 143)
-    assert "while starting; the run was not changed" in capsys.readouterr().out
+    assert "while starting; the run was not changed" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
@@ -346,7 +346,7 @@ def test_a_second_ctrl_c_during_the_clean_up_does_not_break_it_off(
     monkeypatch.setattr(RunDir, "remove_if_unfinished", second_stop_then_remove)
     new = tmp_path / "new"
     assert main(["train", "--dataset", str(trained[0]), *ARGS, "--out", str(new)]) == 130
-    assert "interrupted before the first epoch was saved; nothing was kept" in capsys.readouterr().out
+    assert "interrupted before the first epoch was saved; nothing was kept" in capsys.readouterr().err
     assert not new.exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
 

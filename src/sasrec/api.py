@@ -23,7 +23,6 @@ import json
 import math
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -424,16 +423,10 @@ class Recommender:
             )
             from sasrec.train import train  # only fitting needs the training loop
 
-            # The command line always prints the final test metrics (the run's answer); quiet=True: silent,
-            # except for the line that says what a stop kept.
-            printed = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(printed) if config.quiet else contextlib.nullcontext():
-                    self.results = train(config, temporary=temporary)
-            except KeyboardInterrupt:
-                if printed.getvalue().strip():
-                    print(printed.getvalue().strip(), file=sys.stderr)
-                raise
+            # The command line always prints the final test metrics (the run's answer); quiet=True: silent.
+            # What a stop kept goes to stderr either way.
+            with contextlib.redirect_stdout(io.StringIO()) if config.quiet else contextlib.nullcontext():
+                self.results = train(config, temporary=temporary)
         self.run_dir, self._root, self._id_kinds = root / "run", root, id_kinds
         self._predictor = Predictor.load(self.run_dir)
         self.output = self.output or kind

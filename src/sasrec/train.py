@@ -8,6 +8,7 @@ and only rank 0 writes the run directory (see :mod:`sasrec.distributed`).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -388,7 +389,7 @@ def _train(
     except KeyboardInterrupt as exc:
         with stops.ignored():
             changed = "the run was not changed" if resume is not None else "nothing was written"
-            distributed.on_main(say, info)(f"\n{stops.reason(exc)} while starting; {changed}")
+            distributed.on_main(say_stop, info)(f"\n{stops.reason(exc)} while starting; {changed}")
             stops.mark_reported(exc)
         raise
     out = trainer.out
@@ -399,17 +400,18 @@ def _train(
         results = _run(trainer, resume is not None)
     except BaseException as exc:
         with stops.ignored():
+            tell = distributed.on_main(say_stop, info)
             try:
                 what = stops.reason(exc)
                 if resume is None and not run.has_epoch():
                     out.remove_if_unfinished()  # nothing to resume: leave no half-made run directory
                     if isinstance(exc, KeyboardInterrupt):
-                        trainer.say(f"\n{what} before the first epoch was saved; nothing was kept")
+                        tell(f"\n{what} before the first epoch was saved; nothing was kept")
                 elif isinstance(exc, KeyboardInterrupt) and temporary:
-                    trainer.say(f"\n{what}; the run was in a temporary directory, so nothing was kept")
+                    tell(f"\n{what}; the run was in a temporary directory, so nothing was kept")
                 elif isinstance(exc, KeyboardInterrupt):
                     kept = f"epoch {trainer.saved_epoch} is saved"
-                    trainer.say(f"\n{what}; {kept}; continue with `sasrec train --resume {run.path}`")
+                    tell(f"\n{what}; {kept}; continue with `sasrec train --resume {run.path}`")
                 if isinstance(exc, KeyboardInterrupt):
                     stops.mark_reported(exc)
             finally:
@@ -450,6 +452,11 @@ def _run(trainer: Trainer, resuming: bool) -> dict[str, Any]:
 def say(text: str) -> None:
     """Print a line now (a log file may be watched while the run goes on)."""
     print(text, flush=True)
+
+
+def say_stop(text: str) -> None:
+    """Print what a stop kept, on stderr like an error's line, so that piped results stay clean."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def print_results(results: dict[str, Any], metric: str, protocol: str) -> None:
