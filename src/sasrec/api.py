@@ -354,9 +354,9 @@ class Recommender:
             ConfigError: a missing column; a missing (None, NaN, NaT, empty) or non-integral id, or a missing
                 or unreadable timestamp, naming the column and the row (0-based position); a setting that
                 cannot work on this data; a ``run_dir`` that is not empty. Nothing is left behind: a
-                ``run_dir`` that fit created is removed (one that was empty is emptied), except after Ctrl-C
-                once an epoch is saved: ``run_dir/run`` is then kept, to continue with
-                ``sasrec train --resume`` or to load.
+                ``run_dir`` that fit created is removed (one that was empty is emptied), except once an
+                epoch is saved (Ctrl-C, divergence, out of memory): ``run_dir/run`` is then kept, to continue
+                with ``sasrec train --resume`` or to load.
         """
         names = [user_col, item_col] + ([time_col] if time_col is not None else [])
         labels = ["user_col", "item_col", "time_col"]
@@ -570,10 +570,11 @@ class Recommender:
             (path / "data").mkdir()
             target = path / "data" / "data.txt"
             shutil.copyfile(source, target)
-            pairs = [*zip(map_paths(source), map_paths(target), strict=True), (source.parent / ID_KINDS, None)]
-            for map_from, map_to in pairs:
-                if map_from.exists():
-                    shutil.copyfile(map_from, map_to or path / "data" / ID_KINDS)
+            beside = [*zip(map_paths(source), map_paths(target), strict=True)]
+            beside.append((source.parent / ID_KINDS, path / "data" / ID_KINDS))
+            for copied_from, copied_to in beside:
+                if copied_from.exists():
+                    shutil.copyfile(copied_from, copied_to)
             config.dataset = str(target.resolve())
         RunDir(path / "run").write_config(config)
 

@@ -48,22 +48,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def deferred() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM are held (not lost) and acted on when it ends, so an epoch's
     checkpoints and log line are written whole. Only in the main thread, where handlers run."""
-    if threading.current_thread() is not threading.main_thread():
+    with held() as received:
         yield
-        return
-    held: list[int] = []
-    previous = {signum: _install(signum, lambda n, frame: held.append(n)) for signum in DEFERRED}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            restore(signum, handler)
-        for signum in dict.fromkeys(held):
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, None)  # raises KeyboardInterrupt or Terminated
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
+    for signum in dict.fromkeys(received):  # delivered to the handlers held() put back
+        handler = signal.getsignal(signum)
+        if callable(handler):
+            handler(signum, None)  # raises KeyboardInterrupt or Terminated
+        elif handler == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
 
 
 def _install(signum: int, handler: Any) -> Any:
