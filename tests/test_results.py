@@ -52,6 +52,19 @@ def test_headline_rows(reproduce) -> None:
     assert "| not run |" in rows["Amazon Beauty 5-core, S3-Rec's `Beauty.txt`"]  # no softmax-family run
 
 
+def test_the_recipe_search_lists_each_full_selected_row_best_validation_first(reproduce) -> None:
+    summary, _ = reproduce.summarize(RESULTS / "runs")
+    lines = reproduce.search_table(summary).splitlines()[2:]
+    full_selected = [r for r in summary if r["protocol"] == "full" and r["selection"] == "validation full NDCG@10"]
+    assert len(lines) == len(full_selected) > 0
+    cells = [line.strip("| ").split(" | ") for line in lines]
+    assert all(c[2] != "bce" or "negatives" in c[3] for c in cells)  # the paper's bce selects on sampled
+    for dataset in {c[0] for c in cells}:
+        valid = [float(c[5]) for c in cells if c[0] == dataset]
+        assert valid == sorted(valid, reverse=True)
+    assert "### Recipe search on validation" in reproduce.table(summary)
+
+
 def test_aggregate_only_needs_nothing_but_results_runs(reproduce, tmp_path: Path) -> None:
     results, docs, readme = tmp_path / "results", tmp_path / "docs", tmp_path / "README.md"
     shutil.copytree(RESULTS / "runs", results / "runs")

@@ -240,6 +240,27 @@ RECIPES: dict[str, Recipe] = {
                 }
             ),
         ),
+        Recipe(
+            "beauty-s3rec-ce",
+            "beauty",
+            "full softmax cross-entropy, d = 64, dropout 0.6, maxlen 200, selection on full ranking; its numbers "
+            "are on S3-Rec's 5-core Beauty file: pass it with --dataset",
+            "Mezentsev et al., 2024 (AIRI-Institute/Scalable-SASRec): SASRec with cross-entropy on this file, "
+            "full-ranking HR@10 0.0935, NDCG@10 0.0544 (their batch 1024, patience 50; ours the paper's batch 128)",
+            MappingProxyType(
+                {
+                    "loss": "ce",
+                    "hidden": 64,
+                    "dropout": 0.6,
+                    "maxlen": 200,
+                    "adam_beta2": 0.999,
+                    "val_protocol": "full",
+                    "metric": "NDCG@10",
+                    "eval_every": 2,
+                    "patience": 10,
+                }
+            ),
+        ),
     )
 }
 PRESETS = (*NAMES, *RECIPES)  # what --preset accepts
