@@ -112,6 +112,22 @@ def test_a_run_given_without_run_is_named(command: str, tmp_path: Path, capsys) 
     assert one_line_error(capsys) == f"error: {run} is a run directory: give it as --run {run}"
 
 
+@pytest.mark.parametrize(
+    ("argv", "only", "expected"),
+    [
+        (["train", "--epoch", "1"], None, "--epoch 1 (did you mean --epochs?)"),
+        (["--negs", "3"], "train", "--negs 3 (did you mean --negatives?)"),
+        (["evaluate", "--ru", "x"], None, "--ru x (did you mean --run?)"),
+        (["train", "--zzz"], None, "--zzz"),
+    ],
+)
+def test_an_abbreviated_option_is_refused_with_the_option_it_may_mean(argv, only, expected, tmp_path, capsys) -> None:
+    """Before, argparse read a prefix as the option it starts (``--epoch 1`` trained with --epochs 1), so a
+    saved command would change meaning once another option shared the prefix; nothing is written."""
+    assert main(argv, only=only) == 2
+    assert one_line_error(capsys) == f"error: unrecognized arguments: {expected}"
+
+
 def test_a_dataset_named_as_preprocess_named_it_is_found_in_data_dir(tmp_path: Path, capsys, monkeypatch) -> None:
     """`sasrec preprocess --name mylog --out D` then `sasrec train --dataset mylog --data-dir D`: before, the
     name was refused ("neither a dataset name nor a file") although docs/cli.md promised the lookup."""

@@ -9,9 +9,10 @@ block), output locations right after, before any work; deeper problems raise
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -31,10 +32,31 @@ from sasrec.errors import ConfigError, SASRecError
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line naming the option (``--epochs: must be >= 1, got 0``),
-    raised as ConfigError so that :func:`main` reports them like every other user error."""
+    raised as ConfigError so that :func:`main` reports them like every other user error.
+
+    Abbreviated options (``--ep`` for ``--epochs``) are refused: a saved command must keep its meaning when
+    an option with the same prefix is added."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(message.removeprefix("argument "))
+        message = message.removeprefix("argument ")
+        if message.startswith("unrecognized arguments: "):
+            first = message.split(": ", 1)[1].split()[0].split("=")[0]
+            close = difflib.get_close_matches(first, sorted(set(self._option_strings())), n=1, cutoff=0.6)
+            if first.startswith("--") and close:
+                message += f" (did you mean {close[0]}?)"
+        raise ConfigError(message)
+
+    def _option_strings(self) -> Iterator[str]:
+        """Every option of this parser and of its commands' parsers."""
+        for action in self._actions:
+            yield from action.option_strings
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    yield from parser._option_strings()
 
 
 def _check_run_given_bare(argv: Sequence[str], only: str | None) -> None:
