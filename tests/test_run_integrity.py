@@ -327,6 +327,22 @@ def test_a_stop_while_starting_says_so_and_writes_nothing(
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+def test_a_stop_in_the_last_wait_of_a_complete_run_does_not_fail_it(
+    trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Before, Ctrl-C during distributed.finish (the barrier after the results are printed) ended a complete
+    run with 130."""
+    import sasrec.distributed
+
+    def stopped(info):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sasrec.distributed, "finish", stopped)
+    new = tmp_path / "new"
+    assert main(["train", "--dataset", str(trained[0]), *ARGS, "--out", str(new)]) == 0
+    assert (new / "results.json").exists() and "interrupted" not in capsys.readouterr().err
+
+
 def test_a_second_ctrl_c_during_the_clean_up_does_not_break_it_off(
     trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

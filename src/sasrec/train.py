@@ -365,7 +365,10 @@ def train(
     try:
         with distributed.fail_clearly(info), stops.sigterm_as_interrupt():
             results = _train(config, resume, data, info, temporary)
-            distributed.finish(info)
+            try:
+                distributed.finish(info)
+            except KeyboardInterrupt:
+                pass  # the run is complete and its results printed: a stop now only skips the last wait
             return results
     finally:
         distributed.cleanup(info)
