@@ -48,7 +48,7 @@ def test_headline_rows(reproduce) -> None:
         "| 0.7415 / 0.5355 (3 seeds) | 0.741 / 0.536 | 0.0673 / 0.0336 (3 seeds) |"
         in rows["Amazon Games, kang205's `Video.txt`"]
     )
-    assert "0.3058 / 0.1758 (ce, hidden 64, dropout 0.1)" in rows["MovieLens-1M, kang205's `ml-1m.txt`"]
+    assert "0.3058 / 0.1758 (ce, hidden 64, dropout 0.1, 72 min to best)" in rows["MovieLens-1M, kang205's `ml-1m.txt`"]
     assert "| not run |" in rows["Amazon Beauty 5-core, S3-Rec's `Beauty.txt`"]  # no softmax-family run
 
 
