@@ -253,6 +253,7 @@ SUITES = {
     # The best full-ranking recipe of each dataset (--preset NAME), 3 seeds; the names of the runs they extend.
     "best": [
         Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m-sasrec-plus", [1, 2, 3], loss="ce", tag="-plus"),
+        Experiment("ml-1m", "paper", "ml-1m.txt", "ml-1m-best", [1, 2, 3], loss="ce", tag="-best"),
         Experiment("games", "paper", "Video.txt", "games-gsasrec", [1, 2, 3], loss="gbce", tag="-unshared"),
         Experiment("beauty", "bert4rec", "Beauty_BERT4Rec.txt", "beauty-sampled-ce", [1, 2, 3], loss="sampled-ce"),
         Experiment("beauty", "s3rec-5core", "beauty_s3rec.txt", "beauty-s3rec-ce", [1, 2, 3], loss="ce"),
@@ -500,6 +501,7 @@ def summarize(kept: Path, unfinished: Path | None = None) -> tuple[list[dict], l
                 "best_epoch": [i["best_epoch"] for i in items],
                 "train_seconds": round(statistics.mean(i["train_seconds"] for i in items), 1),
                 "seconds_to_best": round(statistics.mean(i["seconds_to_best"] for i in items), 1),
+                "seconds_to_best_each": [round(i["seconds_to_best"], 1) for i in items],
                 "seconds_per_epoch": round(statistics.mean(i["seconds_per_epoch"] for i in items), 2),
                 "runs": [i["run"] for i in items],
                 "cpus": sorted({i["cpu"] for i in items}),
@@ -570,7 +572,7 @@ def describe(config: dict) -> str:
     preset = {**Config().to_dict(), **(DATASETS[name].hyperparameters if name else {})}
     text += "".join(
         f", {key} {config[key]}"
-        for key in ("hidden", "dropout", "maxlen", "num_blocks", "ffn_factor", "adam_beta2", "l2_emb")
+        for key in ("hidden", "dropout", "maxlen", "num_blocks", "ffn_factor", "adam_beta2", "l2_emb", "patience")
         if key in config and config[key] != preset[key]
     )
     options = dict(config.get("loss_options") or {})
@@ -898,8 +900,13 @@ def headline(summary: list[dict]) -> str:
         if best is not None:
             extra = best["setting"].split(", ")[:-1]  # without the epoch cap
             extra = [e for e in extra if e not in ("bucket batches", "position-weighted")]
-            to_best = f"{best['seconds_to_best'] / 60:.0f} min to best"
-            best_text = f"{pair(best)} ({', '.join([best['loss'], *extra, to_best])})"
+            # Each seed's time: runs of one row may come from different machines (see the recipe search's CPU).
+            minutes = sorted(round(t / 60) for t in best.get("seconds_to_best_each", [best["seconds_to_best"]]))
+            to_best = f"{'-'.join(map(str, sorted({minutes[0], minutes[-1]})))} min to best"
+            seeds = f"{best['seeds']} seeds; " if best["seeds"] > 1 else ""
+            best_text = (
+                f"{best['HR@10']:.4f} / {best['NDCG@10']:.4f} ({seeds}{', '.join([best['loss'], *extra, to_best])})"
+            )
         published = PUBLISHED_FULL.get((dataset, variant))
         published_text = f"{published[0]} / {published[1]}, {published[2]}" if published else "none published"
         lines.append(
