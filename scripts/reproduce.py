@@ -257,6 +257,7 @@ SUITES = {
         Experiment("games", "paper", "Video.txt", "games-gsasrec", [1, 2, 3], loss="gbce", tag="-unshared"),
         Experiment("beauty", "bert4rec", "Beauty_BERT4Rec.txt", "beauty-sampled-ce", [1, 2, 3], loss="sampled-ce"),
         Experiment("beauty", "s3rec-5core", "beauty_s3rec.txt", "beauty-s3rec-ce", [1, 2, 3], loss="ce"),
+        Experiment("beauty", "bert4rec", "Beauty_BERT4Rec.txt", "beauty-bert4rec-ce", [1, 2, 3], loss="ce"),
     ],
     # Candidates for a better MovieLens-1M recipe than SASRec+, one seed each, compared on validation only
     # (full-ranking NDCG@10 of the selected epoch) with ml-1m-paper-ce-plus-seed1.

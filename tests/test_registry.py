@@ -141,6 +141,12 @@ def test_a_recipe_preset_applies_over_its_datasets_paper_values_and_the_command_
     assert in_batch.negatives == 256 and in_batch.loss_options == {"in_batch": True}  # no 3,000 left on record
     s3rec = resolve({"preset": "beauty-s3rec-ce", "dataset": "beauty_s3rec.txt"})
     assert (s3rec.loss, s3rec.hidden, s3rec.dropout, s3rec.maxlen, s3rec.val_protocol) == ("ce", 64, 0.6, 200, "full")
+    bert4rec = resolve({"preset": "beauty-bert4rec-ce", "dataset": "beauty_s3rec.txt"})
+    assert bert4rec.to_dict() == {**s3rec.to_dict(), "preset": "beauty-bert4rec-ce"}
+    best = resolve({"preset": "ml-1m-best"})
+    plus = resolve({"preset": "ml-1m-sasrec-plus"})
+    assert (best.patience, plus.patience) == (20, 10)
+    assert {**best.to_dict(), "patience": 10, "preset": ""} == {**plus.to_dict(), "preset": ""}
     for recipe in registry.RECIPES.values():
         assert recipe.dataset in registry.DATASETS and recipe.source
         assert set(recipe.hyperparameters) <= {f.name for f in __import__("dataclasses").fields(type(config))}
