@@ -269,6 +269,13 @@ def test_fit_without_run_dir_leaves_no_temporary_directory_and_save_errors_name_
 def test_a_misspelt_hyperparameter_is_a_config_error_with_a_suggestion() -> None:
     with pytest.raises(ConfigError, match="unknown hyperparameter.*'epoch' \\(did you mean 'epochs'\\?\\)"):
         Recommender(epoch=3)
+    # Other libraries' names, which no spelling distance finds, and fit()'s own argument.
+    with pytest.raises(
+        ConfigError, match="'learning_rate' \\(did you mean 'lr'\\?\\).*'n_factors' \\(did you mean 'hidden'"
+    ):
+        Recommender(learning_rate=0.01, n_factors=64)
+    with pytest.raises(ConfigError, match="'run_dir' is not a hyperparameter: fit\\(\\) takes the data and run_dir"):
+        Recommender(run_dir="x")
 
 
 def test_load_refuses_an_empty_path_and_an_unknown_checkpoint(tmp_path) -> None:

@@ -119,6 +119,11 @@ def test_a_run_given_without_run_is_named(command: str, tmp_path: Path, capsys) 
         (["--negs", "3"], "train", "--negs 3 (did you mean --negatives?)"),
         (["evaluate", "--ru", "x"], None, "--ru x (did you mean --run?)"),
         (["train", "--zzz"], None, "--zzz"),
+        (["train", "--batch", "64"], None, "--batch 64 (did you mean --batch-size or --batching?)"),
+        (["train", "--k", "10"], None, "--k 10"),  # evaluate's option: no suggestion from another command
+        (["--port", "3"], "evaluate", "--port 3"),  # not "--out": a different word
+        (["evaluate", "--num-neg", "5"], None, "--num-neg 5 (did you mean --eval-negatives?)"),  # current name
+        (["train", "--hiden=3"], None, "--hiden=3 (did you mean --hidden?)"),
     ],
 )
 def test_an_abbreviated_option_is_refused_with_the_option_it_may_mean(argv, only, expected, tmp_path, capsys) -> None:

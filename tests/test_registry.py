@@ -129,15 +129,15 @@ def test_a_recipe_preset_applies_over_its_datasets_paper_values_and_the_command_
     beauty = resolve({"preset": "beauty-sampled-ce", "dataset": "Beauty_BERT4Rec.txt"})
     assert (beauty.loss, beauty.negatives, beauty.loss_options) == ("sampled-ce", 3000, {"shared": True})
     beauty.loss_options["shared"] = False  # a run's own copy: the recipe is unchanged
-    assert resolve({"preset": "beauty-sampled-ce"}).loss_options == {"shared": True}
+    assert resolve({"preset": "beauty-sampled-ce", "dataset": "b.txt"}).loss_options == {"shared": True}
     # Another loss drops the recipe's negatives and loss options instead of misreading or refusing them.
     assert (lambda c: (c.loss, c.negatives, c.loss_options))(resolve({"preset": "games-gsasrec", "loss": "bce"})) == (
         "bce",
         1,
         {},
     )
-    assert resolve({"preset": "beauty-sampled-ce", "loss": "ce"}).negatives == 0  # was: unknown option 'shared'
-    in_batch = resolve({"preset": "beauty-sampled-ce", "loss_options": {"in_batch": True}})
+    assert resolve({"preset": "beauty-sampled-ce", "loss": "ce", "dataset": "b.txt"}).negatives == 0  # was: refused
+    in_batch = resolve({"preset": "beauty-sampled-ce", "loss_options": {"in_batch": True}, "dataset": "b.txt"})
     assert in_batch.negatives == 256 and in_batch.loss_options == {"in_batch": True}  # no 3,000 left on record
     s3rec = resolve({"preset": "beauty-s3rec-ce", "dataset": "beauty_s3rec.txt"})
     assert (s3rec.loss, s3rec.hidden, s3rec.dropout, s3rec.maxlen, s3rec.val_protocol) == ("ce", 64, 0.6, 200, "full")
@@ -147,6 +147,10 @@ def test_a_recipe_preset_applies_over_its_datasets_paper_values_and_the_command_
     plus = resolve({"preset": "ml-1m-sasrec-plus"})
     assert (best.patience, plus.patience) == (20, 10)
     assert {**best.to_dict(), "patience": 10, "preset": ""} == {**plus.to_dict(), "preset": ""}
+    # A recipe measured on another version of its dataset's data needs the file: kang205's Beauty is not it.
+    for name in ("beauty-sampled-ce", "beauty-s3rec-ce", "beauty-bert4rec-ce"):
+        with pytest.raises(ConfigError, match=f"--preset {name} is measured on .*: pass that file with --dataset"):
+            resolve({"preset": name})
     for recipe in registry.RECIPES.values():
         assert recipe.dataset in registry.DATASETS and recipe.source
         assert set(recipe.hyperparameters) <= {f.name for f in __import__("dataclasses").fields(type(config))}

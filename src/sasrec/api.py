@@ -283,6 +283,23 @@ def _frame(columns: dict[str, list[Any]], output: str) -> Any:
     return columns
 
 
+# Other libraries' names for a Config field, suggested when given (difflib cannot see these).
+_ALIASES = {
+    "learning_rate": ["lr"],
+    "n_factors": ["hidden"],
+    "hidden_units": ["hidden"],
+    "embedding_dim": ["hidden"],
+    "dropout_rate": ["dropout"],
+    "max_len": ["maxlen"],
+    "session_max_len": ["maxlen"],
+    "n_blocks": ["num_blocks"],
+    "n_heads": ["num_heads"],
+    "num_epochs": ["epochs"],
+    "n_negatives": ["negatives"],
+    "num_negatives": ["negatives"],
+}
+
+
 class Recommender:
     """SASRec as an estimator: hyperparameters in, ``fit`` on a DataFrame, recommendations out.
 
@@ -305,12 +322,14 @@ class Recommender:
     ):
         if output is not None and output not in OUTPUTS:
             raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
-        for name in ("dataset", "data_dir", "out"):
+        for name in ("dataset", "data_dir", "out", "run_dir"):
             if name in hyperparameters:
-                raise ConfigError(f"{name!r} is not a hyperparameter: fit() takes the data, save() the location")
+                raise ConfigError(
+                    f"{name!r} is not a hyperparameter: fit() takes the data and run_dir, save() the location"
+                )
         unknown = sorted(set(hyperparameters) - FIELDS)
         if unknown:
-            close = {name: difflib.get_close_matches(name, FIELDS, n=1) for name in unknown}
+            close = {name: _ALIASES.get(name) or difflib.get_close_matches(name, FIELDS, n=1) for name in unknown}
             hints = "; ".join(f"{n!r}" + (f" (did you mean {c[0]!r}?)" if c else "") for n, c in close.items())
             raise ConfigError(f"unknown hyperparameter(s) {hints}; they are the fields of sasrec.config.Config")
         self.preset = preset

@@ -12,7 +12,7 @@ import argparse
 import difflib
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -41,22 +41,47 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 (argparse's own signature)
+        namespace, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self._command_parser(namespace).refuse(unknown)
+        return namespace
+
     def error(self, message: str) -> NoReturn:
-        message = message.removeprefix("argument ")
-        if message.startswith("unrecognized arguments: "):
-            first = message.split(": ", 1)[1].split()[0].split("=")[0]
-            close = difflib.get_close_matches(first, sorted(set(self._option_strings())), n=1, cutoff=0.6)
-            if first.startswith("--") and close:
-                message += f" (did you mean {close[0]}?)"
+        raise ConfigError(message.removeprefix("argument "))
+
+    def refuse(self, unknown: Sequence[str]) -> NoReturn:
+        """One line for arguments this command does not take, with the options of *this* command that the
+        first one may have meant: those it abbreviates, else those spelled nearly like it."""
+        message = f"unrecognized arguments: {' '.join(unknown)}"
+        given = unknown[0].split("=", 1)[0]
+        if given.startswith("--"):
+            meant = self.options_meant(given)
+            if meant:
+                message += f" (did you mean {' or '.join(meant)}?)"
         raise ConfigError(message)
 
-    def _option_strings(self) -> Iterator[str]:
-        """Every option of this parser and of its commands' parsers."""
+    def options_meant(self, given: str) -> list[str]:
+        """The options (as ``--help`` names them) that ``given`` abbreviates or nearly spells."""
+        spellings = {}  # every accepted spelling -> the option's name in --help (a former spelling's current one)
         for action in self._actions:
-            yield from action.option_strings
+            if isinstance(action, argparse._HelpAction):
+                continue
+            for option in action.option_strings:
+                spellings[option] = getattr(action, "current", action.option_strings[0])
+        abbreviated = sorted({name for spelling, name in spellings.items() if spelling.startswith(given)})
+        if abbreviated:
+            return abbreviated[:3]
+        # Nearly spelled: a typo keeps the first letter (--negs, --hiden), a different word rarely does (--port).
+        close = difflib.get_close_matches(given, [s for s in spellings if s[:3] == given[:3]], n=1, cutoff=0.65)
+        return [spellings[c] for c in close]
+
+    def _command_parser(self, namespace: argparse.Namespace) -> Parser:
+        """The parser of the subcommand ``namespace`` was parsed for (this one when it has none)."""
+        for action in self._actions:
             if isinstance(action, argparse._SubParsersAction):
-                for parser in action.choices.values():
-                    yield from parser._option_strings()
+                return action.choices.get(getattr(namespace, action.dest, None), self)
+        return self
 
 
 def _check_run_given_bare(argv: Sequence[str], only: str | None) -> None:
@@ -85,9 +110,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--preset",
         choices=PRESETS,
         help="the paper's hyperparameters for a dataset (default: the dataset's own, if it has a name), or a "
-        "published recipe (ml-1m-sasrec-plus: SASRec+, full-softmax ce, d 64; games-gsasrec: gbce with 256 "
-        "negatives; beauty-sampled-ce: softmax over 3000 shared negatives, measured on BERT4Rec's Beauty file; a "
-        "recipe trains its dataset unless --dataset says otherwise)",
+        "recipe: ml-1m-best (SASRec+ with patience 20), ml-1m-sasrec-plus (SASRec+: full-softmax ce, d 64, "
+        "dropout 0.1), games-gsasrec (gbce, 256 negatives); for a Beauty file given with --dataset: "
+        "beauty-s3rec-ce and beauty-bert4rec-ce (ce, d 64, dropout 0.6, maxlen 200), beauty-sampled-ce (softmax "
+        "over 3000 shared negatives). The others train their dataset unless --dataset says otherwise",
     )
     p.add_argument("--config", type=argtypes.existing_file, help="a TOML file of Config values (see sasrec/config.py)")
     p.add_argument(

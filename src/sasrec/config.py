@@ -474,6 +474,11 @@ def _resolved(given: dict[str, Any]) -> Config:
         if problem:
             raise ConfigError(f"{name} {problem}, got {value!r}")
     recipe = registry.RECIPES.get(given.get("preset"))
+    if recipe and recipe.data_file and "dataset" not in given:
+        raise ConfigError(
+            f"--preset {recipe.name} is measured on {recipe.data_file}: pass that file with --dataset FILE "
+            f"(the {recipe.dataset!r} dataset is another version of the data)"
+        )
     dataset = given.get("dataset", recipe.dataset if recipe else Config.dataset)
     preset = given.get("preset") or (dataset if dataset in registry.DATASETS else None)
     preset_values = dict(registry.preset_values(preset)) if preset else {}

@@ -174,6 +174,8 @@ class Recipe:
         name: the ``--preset`` name. dataset: the dataset it is for (trained when ``--dataset`` is not given).
         description: one line for humans. source: who published it, and where.
         hyperparameters: :class:`sasrec.config.Config` values that differ from the dataset's paper preset.
+        data_file: the data version its numbers are on, when that is not ``dataset``'s own file: such a
+            recipe needs ``--dataset FILE`` (it would otherwise train another version of the data).
     """
 
     name: str
@@ -181,6 +183,7 @@ class Recipe:
     description: str
     source: str
     hyperparameters: Mapping[str, Any]
+    data_file: str | None = None
 
 
 # The Scalable-SASRec paper's settings for Beauty (d 64, dropout 0.6, maxlen 200) with a full softmax.
@@ -273,6 +276,7 @@ RECIPES: dict[str, Recipe] = {
                     "patience": 8,
                 }
             ),
+            data_file="BERT4Rec's Beauty file (Beauty_BERT4Rec.txt in the shared data)",
         ),
         Recipe(
             "beauty-s3rec-ce",
@@ -282,6 +286,8 @@ RECIPES: dict[str, Recipe] = {
             "Mezentsev et al., 2024 (AIRI-Institute/Scalable-SASRec): SASRec with cross-entropy on this file, "
             "full-ranking HR@10 0.0935, NDCG@10 0.0544 (their batch 1024, patience 50; ours the paper's batch 128)",
             _BEAUTY_CE,
+            data_file="S3-Rec's 5-core Beauty file (Beauty_S3Rec_5core.txt, converted with "
+            "`sasrec preprocess --format per-user --min-count 1`)",
         ),
         Recipe(
             "beauty-bert4rec-ce",
@@ -291,6 +297,7 @@ RECIPES: dict[str, Recipe] = {
             "RecTools SASRec with softmax on this file (blondered/bert4rec_repro): full-ranking HR@10 0.0595, "
             "NDCG@10 0.0359; SASRec+ 0.0533 / 0.0327 (Klenitskiy & Vasilev, 2023)",
             _BEAUTY_CE,
+            data_file="BERT4Rec's Beauty file (Beauty_BERT4Rec.txt in the shared data)",
         ),
     )
 }
