@@ -41,7 +41,9 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def parse_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 (argparse's own signature)
+    def parse_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
         namespace, unknown = self.parse_known_args(args, namespace)
         if unknown:
             self._command_parser(namespace).refuse(unknown)
@@ -68,7 +70,7 @@ class Parser(argparse.ArgumentParser):
             if isinstance(action, argparse._HelpAction):
                 continue
             for option in action.option_strings:
-                spellings[option] = getattr(action, "current", action.option_strings[0])
+                spellings[option] = getattr(action, "current", max(action.option_strings, key=len))
         abbreviated = sorted({name for spelling, name in spellings.items() if spelling.startswith(given)})
         if abbreviated:
             return abbreviated[:3]
