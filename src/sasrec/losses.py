@@ -87,6 +87,25 @@ def fixed_order_mean(x: torch.Tensor) -> torch.Tensor:
     return fixed_order_sum(x) / x.numel()
 
 
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 + exp(x))`` elementwise, as ``F.softplus``, rounded the same way at any thread count.
+
+    ``F.softplus`` and ``torch.sigmoid`` (so also the backward of ``F.binary_cross_entropy_with_logits``)
+    compute a thread's last few elements with scalar code that rounds differently from their vector code;
+    on a tensor of 32768 elements or more, split between threads at a point that depends on
+    ``torch.set_num_threads``, some results change in the last bit (measured: 5 of 33584 ``F.softplus``
+    outputs at 1 vs 2 threads on an AVX-512 CPU). ``F.logsigmoid`` pads a thread's tail into a full vector
+    instead, forward and backward, so ``-logsigmoid(-x)`` is the same at any thread count; it differs from
+    ``F.softplus`` by at most one rounding (~1e-6) and has no ``threshold``.
+
+    Computed in float32 at least (``x`` ``(*)`` -> ``(*)``; bfloat16 or float32 -> float32, float64 stays
+    float64): under bfloat16 autocast the scores come in bfloat16, and the loss terms then summed must not
+    be rounded to 8 bits each, as ``F.binary_cross_entropy_with_logits`` (which autocast runs in float32)
+    never rounded them.
+    """
+    return -F.logsigmoid(-x.to(torch.promote_types(x.dtype, torch.float32)))
+
+
 def item_rows(item_weight: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """``item_weight[items]``: rows of ``(I + 1, d)`` for integer ``items`` of any shape -> ``(*items.shape, d)``.
 
@@ -142,16 +161,14 @@ class BCELoss(nn.Module):
         else:
             pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1)  # (P,)
             neg_logits, drop = negative_logits(hidden, positives, negatives, item_weight)  # (P, N)
-        pos_loss = fixed_order_mean(
-            F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits), reduction="none")
-        )
+        # -log sigmoid(r) = softplus(-r) and -log(1 - sigmoid(r)) = softplus(r): binary cross-entropy with
+        # targets 1 and 0, through the softplus that rounds the same at any thread count.
+        pos_loss = fixed_order_mean(softplus(-pos_logits))
         if drop is None:
-            neg_loss = fixed_order_mean(
-                F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits), reduction="none")
-            )
+            neg_loss = fixed_order_mean(softplus(neg_logits))
         else:  # per position: the mean over its kept negatives (a mean over positions keeps DDP exact)
             kept = (~drop).sum(-1).clamp(min=1)
-            neg_loss = fixed_order_mean(F.softplus(neg_logits).masked_fill(drop, 0.0).sum(-1) / kept)
+            neg_loss = fixed_order_mean(softplus(neg_logits).masked_fill(drop, 0.0).sum(-1) / kept)
         return pos_loss + neg_loss
 
 
@@ -336,10 +353,10 @@ class GBCELoss(nn.Module):
         beta = self.beta(item_weight.shape[0] - 1)
         pos_logits = (hidden * item_rows(item_weight, positives)).sum(-1)  # (P,)
         neg_logits, drop = negative_logits(hidden, positives, negatives, item_weight)  # (P, N)
-        neg_terms = F.softplus(neg_logits)
+        neg_terms = softplus(neg_logits)
         if drop is not None:
             neg_terms = neg_terms.masked_fill(drop, 0.0)  # a shared negative equal to the target: no term
-        per_position = beta * F.softplus(-pos_logits) + neg_terms.sum(-1)  # (P,)
+        per_position = beta * softplus(-pos_logits) + neg_terms.sum(-1)  # (P,)
         return fixed_order_mean(per_position) / (1 + neg_logits.shape[1])
 
 
