@@ -1,5 +1,7 @@
 """Bit-reproducible training: the same seed and data give the same weights, optimizer state, log, results and
-checkpoint files, run after run and at any thread count, while another process keeps the CPU busy.
+checkpoint files, run after run at a thread count and at 1 and 2 threads, while another process keeps the CPU
+busy. (On AMD CPUs, MKL's products of some shapes give other last bits at another thread count, so there
+the agreement at 1 and 2 threads holds for these tests' shapes only: docs/training.md.)
 
 The faults these tests catch are last-bit float differences (~1e-9) that come and go with thread scheduling,
 so every comparison is exact (``torch.equal``, file bytes) and each test repeats enough steps to see them.
@@ -94,13 +96,15 @@ def differing(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[st
 
 @pytest.mark.parametrize("loss, negatives, options", LOSSES)
 def test_training_steps_repeat_bit_for_bit(busy_cpu, tmp_path: Path, loss, negatives, options) -> None:
-    """Two epochs from the same seed at 2 threads, and one at 1 thread, end in the same state.
+    """Two epochs from the same seed at 2 threads, and one at 1 thread, end in the same state; so do two at 3.
 
     Before gathers went through ``item_rows``, one such pair of epochs differed 30 times out of 30."""
     values = {"loss": loss, "negatives": negatives, "loss_options": options}
     first = state_after_epoch({**values, "threads": 2}, tmp_path)
     assert differing(first, state_after_epoch({**values, "threads": 2}, tmp_path)) == [], "again at 2 threads"
     assert differing(first, state_after_epoch({**values, "threads": 1}, tmp_path)) == [], "at 1 thread"
+    third = state_after_epoch({**values, "threads": 3}, tmp_path)
+    assert differing(third, state_after_epoch({**values, "threads": 3}, tmp_path)) == [], "again at 3 threads"
 
 
 def untimed(value: object) -> object:

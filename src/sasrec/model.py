@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# MKL's strict conditional numerical reproducibility: a matrix product gives the same bits at any thread count
-# (by default MKL splits a long inner dimension, such as the B * T positions a weight gradient sums over,
-# between threads). MKL reads this when PyTorch does its first matrix product, so it is set on import, before
-# any; a value the user set wins (MKL_CBWR=OFF turns it off). Builds without MKL ignore it.
+# MKL's strict conditional numerical reproducibility: on Intel CPUs a matrix product gives the same bits at any
+# thread count (by default MKL splits a long inner dimension, such as the B * T positions a weight gradient sums
+# over, between threads); on AMD ones, at a given thread count only (docs/training.md). MKL reads this when
+# PyTorch does its first matrix product, so it is set on import, before any; a value the user set wins
+# (MKL_CBWR=OFF turns it off). Builds without MKL ignore it.
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 
